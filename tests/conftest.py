@@ -1,0 +1,18 @@
+"""Test configuration: 8 simulated CPU devices and a persistent compilation cache.
+
+XLA_FLAGS must be set before JAX initialises its backend, so this runs at import time of the test
+session, before any test module imports jax.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from ilsgan_jax import runtime  # noqa: E402
+
+runtime.setup_compilation_cache()
+runtime.hide_accelerators_from_tensorflow()
