@@ -1,1 +1,1 @@
-"""models"""
+"""Networks: mapping, synthesis, discriminator, layered generator, estimators, segmenters."""
