@@ -1,4 +1,4 @@
-"""Tests for ilsgan_jax.train.checkpointing: round trip, retention, resume, corruption, preemption."""
+"""Tests for train/checkpointing.py: round trip, retention, resume, corruption, preemption."""
 
 import logging as std_logging
 import os
@@ -224,7 +224,7 @@ def test_leftover_tmp_directory_is_not_a_checkpoint(tmp_path):
     # What a crash in the middle of writing step 3 leaves behind.
     partial = directory / "3.orbax-checkpoint-tmp-1234567"
     (partial / "state").mkdir(parents=True)
-    (partial / "state" / "_METADATA").write_bytes(b"{\"tree_metadata\": {")
+    (partial / "state" / "_METADATA").write_bytes(b'{"tree_metadata": {')
     with checkpointing.Checkpointer(directory, save_every_steps=1) as checkpointer:
         state, step, _ = checkpointer.restore_latest(make_state(0))
         assert step == 2

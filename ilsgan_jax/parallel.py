@@ -1,0 +1,292 @@
+"""Multi-process start-up, the device mesh and shardings for data-parallel training.
+
+One 1-D mesh with axis `'data'` over all devices of all processes. The train state is replicated
+(`replicated_sharding`), batches are split along their leading axis (`data_sharding`). Every
+process feeds its own slice of the global batch (`make_global_batch`); the same jitted step then
+runs unchanged on one device, several local devices or many hosts.
+
+Start-up order matters: `initialize_distributed` must run before anything touches a JAX backend
+(`jax.devices()`, `jax.process_count()`, creating arrays).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+PyTree = object
+
+DATA_AXIS = "data"
+BATCH_SIZE_FIELD = "config.train.batch_size"
+
+# Environment variables set by launch/multiprocess_cpu.sh (or any launcher without cluster
+# auto-detection), read when no explicit argument is given.
+ENV_COORDINATOR = "ILSGAN_COORDINATOR"
+ENV_NUM_PROCESSES = "ILSGAN_NUM_PROCESSES"
+ENV_PROCESS_ID = "ILSGAN_PROCESS_ID"
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up.
+
+
+def _int_or_none(text: str | None, name: str) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {text!r}.") from None
+
+
+def _cluster_detected() -> str | None:
+    """The name of a multi-process cluster environment JAX can auto-detect, or None.
+
+    Uses JAX's own detectors (Slurm, Open MPI, Cloud TPU VM / GKE, Kubernetes) so that we call
+    `jax.distributed.initialize()` exactly when JAX itself could fill in the arguments.
+    """
+    try:
+        from jax._src.clusters import ClusterEnv  # no public API for "is a cluster present"
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        ClusterEnv = None
+    if ClusterEnv is not None:
+        for env in ClusterEnv._cluster_types:
+            if not env.opt_in_only_method and env.is_env_present():
+                return env.__name__
+        return None
+    # Fallback for JAX versions without that module: Slurm with more than one task.
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return "SlurmCluster"
+    return None
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
+    """Starts JAX's distributed runtime when this program is one of several processes.
+
+    Where the settings come from, first match wins:
+      1. the arguments (the `--coordinator_address/--num_processes/--process_id` flags),
+      2. `$ILSGAN_COORDINATOR`, `$ILSGAN_NUM_PROCESSES`, `$ILSGAN_PROCESS_ID`
+         (launch/multiprocess_cpu.sh), each argument falling back to its variable,
+      3. a cluster JAX detects by itself (Slurm, Open MPI, Cloud TPU pods, GKE):
+         `jax.distributed.initialize()` without arguments,
+      4. otherwise: a single process, nothing to do.
+    A process count of 1 is also a no-op. Calling it again after a successful start is a no-op.
+
+    On CPU, cross-process collectives use gloo (JAX's default `jax_cpu_collectives_implementation`).
+
+    Args:
+      coordinator_address: 'host:port' of process 0's coordinator service, e.g. '127.0.0.1:12345'.
+      num_processes: total number of processes (>= 1).
+      process_id: this process's index in [0, num_processes).
+      environ: where to read the ILSGAN_* variables (default: `os.environ`); for tests.
+
+    Returns:
+      True if the distributed runtime is running (started now or before), False for a single
+      process.
+
+    Raises:
+      ValueError: explicit settings are incomplete or inconsistent (names the missing one).
+    """
+    if jax.distributed.is_initialized():
+        return True
+    environ = os.environ if environ is None else environ
+    coordinator_address = coordinator_address or environ.get(ENV_COORDINATOR) or None
+    if num_processes is None:
+        num_processes = _int_or_none(environ.get(ENV_NUM_PROCESSES), ENV_NUM_PROCESSES)
+    if process_id is None:
+        process_id = _int_or_none(environ.get(ENV_PROCESS_ID), ENV_PROCESS_ID)
+
+    explicit = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
+    if any(value is not None for value in explicit.values()):
+        if num_processes is not None and num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+        if num_processes == 1 and process_id in (None, 0):
+            logging.info("One process: not starting jax.distributed.")
+            return False
+        missing = [name for name, value in explicit.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"Multi-process start-up needs coordinator_address, num_processes and "
+                f"process_id; missing: {', '.join(missing)} (flags --{missing[0]} or "
+                f"${ENV_COORDINATOR}/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID})."
+            )
+        if not 0 <= process_id < num_processes:
+            raise ValueError(
+                f"process_id must be in [0, num_processes={num_processes}), got {process_id}."
+            )
+        logging.info(
+            "Starting jax.distributed: process %d of %d, coordinator %s.",
+            process_id,
+            num_processes,
+            coordinator_address,
+        )
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+        return True
+
+    cluster = _cluster_detected()
+    if cluster is None:
+        logging.info("No multi-process launcher detected: single process.")
+        return False
+    logging.info("Starting jax.distributed with auto-detected cluster %s.", cluster)
+    jax.distributed.initialize()
+    return True
+
+
+def log_topology() -> None:
+    """Logs process index/count and the local and global devices (every process logs its own)."""
+    logging.info(
+        "Process %d of %d; %d local of %d global devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.local_devices(),
+    )
+
+
+def is_main_process() -> bool:
+    """Whether this is process 0, the one that writes logs, summaries and images."""
+    return jax.process_index() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Mesh and shardings.
+
+
+def create_mesh(axis_name: str = DATA_AXIS) -> Mesh:
+    """A 1-D mesh over all devices of all processes.
+
+    Devices are ordered by (process index, device id), so each process's devices form one
+    contiguous block of the axis and its slice of the batch is a contiguous block of the global
+    batch (what `make_global_batch` assumes).
+
+    Returns:
+      Mesh of shape `{axis_name: jax.device_count()}`.
+    """
+    devices = sorted(jax.devices(), key=lambda device: (device.process_index, device.id))
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Splits the leading (batch) axis over the mesh axis: `P('data')`."""
+    return NamedSharding(mesh, P(mesh.axis_names[0]))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device: `P()` (train state, PRNG keys, scalars)."""
+    return NamedSharding(mesh, P())
+
+
+def local_device_count(mesh: Mesh) -> int:
+    """How many of the mesh's devices belong to this process."""
+    return sum(device.process_index == jax.process_index() for device in mesh.devices.flat)
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
+    """Raises ValueError (naming `config.train.batch_size`) unless the batch splits evenly.
+
+    The global batch must split into equal per-process slices, and each slice into equal
+    per-device slices.
+    """
+    num_devices = mesh.devices.size
+    num_processes = len({device.process_index for device in mesh.devices.flat})
+    if global_batch_size < 1 or global_batch_size % num_devices:
+        raise ValueError(
+            f"{BATCH_SIZE_FIELD}={global_batch_size} must be a positive multiple of the number of "
+            f"devices ({num_devices} = {num_processes} process(es) x "
+            f"{num_devices // num_processes} device(s))."
+        )
+
+
+def process_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """The number of examples this process feeds per step (after `check_batch_divisible`)."""
+    check_batch_divisible(global_batch_size, mesh)
+    num_processes = len({device.process_index for device in mesh.devices.flat})
+    return global_batch_size // num_processes
+
+
+def make_global_batch(mesh: Mesh, local_batch: PyTree) -> PyTree:
+    """Assembles per-process batch slices into global arrays sharded along `'data'`.
+
+    Args:
+      mesh: from `create_mesh`.
+      local_batch: pytree of NumPy arrays `[B_local, ...]`, this process's slice of the global
+        batch (process p holds examples `[p * B_local, (p + 1) * B_local)`). Every process must
+        pass the same tree structure, shapes and dtypes.
+
+    Returns:
+      The same tree of `jax.Array` `[B_local * num_processes, ...]` with `data_sharding(mesh)`.
+
+    Raises:
+      ValueError: `B_local` is not a multiple of this process's device count, or leaves disagree
+        on `B_local` (names `config.train.batch_size`).
+    """
+    sharding = data_sharding(mesh)
+    devices_here = local_device_count(mesh)
+    leaves = jax.tree.leaves(local_batch)
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "Every batch entry needs the same leading (batch) size; got sizes "
+            f"{sorted(sizes, key=str)}."
+        )
+    (local_size,) = sizes
+    if local_size % devices_here:
+        raise ValueError(
+            f"The per-process batch of {local_size} does not split over this process's "
+            f"{devices_here} devices; {BATCH_SIZE_FIELD} must be a multiple of "
+            f"{mesh.devices.size} (the number of devices)."
+        )
+    return jax.tree.map(
+        lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)),
+        local_batch,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Host copies for logging.
+
+
+def host_local_copy(tree: PyTree) -> PyTree:
+    """Copies a pytree of (possibly multi-process) arrays to NumPy on this host, for logging.
+
+    Fully addressable arrays are fetched directly; replicated arrays from the local copy; arrays
+    sharded across processes are gathered with `multihost_utils.process_allgather`, which is a
+    collective: in multi-process runs every process must call this with the same tree. It blocks
+    until the values are computed, so call it only at the logging cadence.
+
+    Returns:
+      The same tree with `np.ndarray` leaves (global shapes).
+    """
+    from jax.experimental import multihost_utils
+
+    def to_host(leaf):
+        if not isinstance(leaf, jax.Array):
+            return np.asarray(leaf)
+        if leaf.is_fully_addressable:
+            return np.asarray(jax.device_get(leaf))
+        if leaf.is_fully_replicated:
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(to_host, tree)
