@@ -1,0 +1,51 @@
+"""Default configuration of the input pipeline (embedded by the main config as `config.data`)."""
+
+import ml_collections
+
+DATA_SOURCES = ("synthetic", "cub", "dogs", "cars", "folder")
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Returns the data configuration with every field set to its default."""
+    config = ml_collections.ConfigDict()
+    # Which data set: 'synthetic' (built-in objects with exact masks, no download), 'cub'
+    # (tfds caltech_birds2011, DRC crops), 'dogs' / 'cars' (DRC release folder at `drc_root`),
+    # 'folder' (the user's own images at `folder`, masks optional at `mask_folder`).
+    config.name = "synthetic"
+    # Side of the square images the pipeline yields, in pixels: a power of two in 16..256.
+    config.resolution = 64
+    # tfds data_dir for the tfds sources ('synthetic', 'cub'); None means
+    # ~/.cache/ilsgan_jax/tensorflow_datasets (or $ILSGAN_JAX_CACHE/tensorflow_datasets).
+    config.data_dir = None
+    # 'folder' only: directory of images (searched recursively; jpg/jpeg/png/webp/bmp/gif).
+    config.folder = None
+    # 'folder' only: directory of masks with the same relative path and stem as their images
+    # (any of the supported extensions); None = no masks (training only, no mask scoring).
+    config.mask_folder = None
+    # 'folder' only: True makes an image without a mask an error; False drops such images
+    # (with a logged count). Only read when `mask_folder` is set.
+    config.require_masks = True
+    # 'dogs' / 'cars': the DRC release folder (e.g. .../DRC_processed/dogs); layout in drc.py.
+    config.drc_root = None
+    # 'cub' only: optional directory holding CUB's images.txt and DRC's train_val_test_split.txt
+    # (ids in column 1, split 0=train, 1=val, 2=test). None = tfds' official train/test split.
+    config.cub_split_dir = None
+    # Random horizontal flips of the training images (StyleGAN2-ADA --mirror), probability 0.5.
+    config.mirror = True
+    # Shuffle buffer of the training stream, in examples (encoded records, so it is cheap).
+    config.shuffle_buffer = 10_000
+    # 'synthetic' only: number of images in the train and test splits, and the generator seed.
+    config.synthetic_train_size = 20_000
+    config.synthetic_test_size = 1_000
+    config.synthetic_seed = 0
+    # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
+    # few names); False raises a ValueError naming the first bad file.
+    config.skip_corrupt = True
+    # Batches prefetched by tf.data after batching; -1 = tf.data.AUTOTUNE.
+    config.prefetch = 2
+    # Parallel decode/resize calls; -1 = tf.data.AUTOTUNE.
+    config.num_parallel_calls = -1
+    # Split names used for training and for evaluation (mask scoring).
+    config.train_split = "train"
+    config.eval_split = "test"
+    return config
