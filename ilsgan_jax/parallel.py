@@ -45,24 +45,26 @@ def _int_or_none(text: str | None, name: str) -> int | None:
         raise ValueError(f"{name} must be an integer, got {text!r}.") from None
 
 
-def _cluster_detected() -> str | None:
-    """The name of a multi-process cluster environment JAX can auto-detect, or None.
+def _detected_cluster_process_count() -> tuple[str, int | None] | None:
+    """(name, process count) of a multi-process launcher JAX can auto-detect, or None.
 
     Uses JAX's own detectors (Slurm, Open MPI, Cloud TPU VM / GKE, Kubernetes) so that we call
-    `jax.distributed.initialize()` exactly when JAX itself could fill in the arguments.
+    `jax.distributed.initialize()` exactly when JAX itself could fill in the arguments. The count
+    is None when the detector cannot tell without starting up.
     """
     try:
         from jax._src.clusters import ClusterEnv  # no public API for "is a cluster present"
     except ImportError:  # pragma: no cover - depends on the JAX version
-        ClusterEnv = None
-    if ClusterEnv is not None:
-        for env in ClusterEnv._cluster_types:
-            if not env.opt_in_only_method and env.is_env_present():
-                return env.__name__
+        if "SLURM_PROCID" in os.environ:  # Slurm, the one launcher that needs no network query
+            return "SlurmCluster", int(os.environ.get("SLURM_NTASKS", "1"))
         return None
-    # Fallback for JAX versions without that module: Slurm with more than one task.
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        return "SlurmCluster"
+    for env in ClusterEnv._cluster_types:
+        if not env.opt_in_only_method and env.is_env_present():
+            try:
+                count = env.get_process_count()
+            except Exception:  # noqa: BLE001 - unknown count: let jax.distributed decide
+                count = None
+            return env.__name__, count
     return None
 
 
@@ -79,8 +81,10 @@ def initialize_distributed(
       1. the arguments (the `--coordinator_address/--num_processes/--process_id` flags),
       2. `$ILSGAN_COORDINATOR`, `$ILSGAN_NUM_PROCESSES`, `$ILSGAN_PROCESS_ID`
          (launch/multiprocess_cpu.sh), each argument falling back to its variable,
-      3. a cluster JAX detects by itself (Slurm, Open MPI, Cloud TPU pods, GKE):
-         `jax.distributed.initialize()` without arguments,
+      3. a cluster JAX detects by itself (Slurm, Open MPI, Cloud TPU pods, GKE) running more
+         than one process: `jax.distributed.initialize()` without arguments. Under Slurm on
+         GPUs JAX then gives each process one GPU (its SLURM_LOCALID) unless
+         `$JAX_LOCAL_DEVICE_IDS` lists more,
       4. otherwise: a single process, nothing to do.
     A process count of 1 is also a no-op. Calling it again after a successful start is a no-op.
 
@@ -143,9 +147,13 @@ def initialize_distributed(
         )
         return True
 
-    cluster = _cluster_detected()
-    if cluster is None:
+    detected = _detected_cluster_process_count()
+    if detected is None:
         logging.info("No multi-process launcher detected: single process.")
+        return False
+    cluster, count = detected
+    if count == 1:
+        logging.info("%s with a single process: not starting jax.distributed.", cluster)
         return False
     logging.info("Starting jax.distributed with auto-detected cluster %s.", cluster)
     jax.distributed.initialize()

@@ -86,3 +86,30 @@ def test_initialize_distributed_single_process_and_bad_settings():
     with pytest.raises(ValueError, match="ILSGAN_NUM_PROCESSES must be an integer"):
         parallel.initialize_distributed(environ={"ILSGAN_NUM_PROCESSES": "two"})
     assert not jax.distributed.is_initialized()
+
+
+SLURM_ENV = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_STEP_NODELIST": "node[001-002]",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "1",
+}
+
+
+def test_initialize_distributed_auto_detects_slurm(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    for name, value in SLURM_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert parallel.initialize_distributed(environ={}) is False  # one task: nothing to start
+    assert calls == []
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert parallel.initialize_distributed(environ={}) is True
+    assert calls == [((), {})]  # JAX fills in coordinator, count and id from SLURM_*
+    # Explicit settings win over the cluster.
+    parallel.initialize_distributed("10.0.0.1:1234", 2, 1, environ={})
+    assert calls[-1] == (
+        (),
+        {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1},
+    )

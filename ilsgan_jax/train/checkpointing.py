@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -44,6 +43,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 PyTree = Any
@@ -133,7 +133,8 @@ class Checkpointer:
         """Opens (creating if needed) the checkpoint directory.
 
         Args:
-          directory: where the step directories live (absolute or relative path).
+          directory: where the step directories live: a local path (made absolute) or a URL
+            such as gs://bucket/run/checkpoints. Multi-host runs need storage all hosts see.
           save_every_steps: `save(step, ...)` writes only when `step % save_every_steps == 0`
             (or `force=True`).
           keep_last: how many of the newest checkpoints to keep (>= 1).
@@ -146,7 +147,8 @@ class Checkpointer:
             raise ValueError(f"save_every_steps must be >= 1, got {save_every_steps}.")
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}.")
-        self._directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)
+        self._directory = directory if "://" in directory else os.path.abspath(directory)
         self._best_metric = best_metric
         self._keep_best = keep_best
         self._pending_step: int | None = None
@@ -383,22 +385,23 @@ class Checkpointer:
     # Internals.
 
     def _tmp_leftovers(self) -> list[str]:
-        if not os.path.isdir(self._directory):
+        directory = epath.Path(self._directory)
+        if not directory.is_dir():
             return []
-        return sorted(name for name in os.listdir(self._directory) if TMP_DIR_MARKER in name)
+        return sorted(path.name for path in directory.iterdir() if TMP_DIR_MARKER in path.name)
 
     def _quarantine(self, steps: Iterable[int]) -> None:
         """Moves unrestorable step directories to `<directory>/quarantine/` (process 0 only)."""
         if jax.process_index() == 0:
-            quarantine = os.path.join(self._directory, QUARANTINE_DIR)
-            os.makedirs(quarantine, exist_ok=True)
+            quarantine = epath.Path(self._directory) / QUARANTINE_DIR
+            quarantine.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             for step in steps:
-                source = os.path.join(self._directory, str(step))
-                if not os.path.isdir(source):
+                source = epath.Path(self._directory) / str(step)
+                if not source.is_dir():
                     continue
-                target = os.path.join(quarantine, f"{step}-{stamp}")
-                shutil.move(source, target)
+                target = quarantine / f"{step}-{stamp}"
+                source.rename(target)
                 logging.warning("Moved unrestorable checkpoint %s to %s.", source, target)
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("ilsgan_jax_checkpoint_quarantine")
