@@ -80,14 +80,12 @@ def list_image_folder(
         raise ValueError("data.folder must be set for data.name='folder'")
     if not os.path.isdir(folder):
         raise ValueError(f"data.folder does not exist or is not a directory: {folder}")
+    if mask_folder is not None and not os.path.isdir(mask_folder):
+        raise ValueError(f"data.mask_folder does not exist or is not a directory: {mask_folder}")
     images = _find_files(folder)
     if not images:
         raise ValueError(f"data.folder has no images ({', '.join(IMAGE_EXTENSIONS)}): {folder}")
-    masks = None
-    if mask_folder is not None:
-        if not os.path.isdir(mask_folder):
-            raise ValueError(f"data.mask_folder does not exist or is not a directory: {mask_folder}")
-        masks = _find_files(mask_folder)
+    masks = _find_files(mask_folder) if mask_folder is not None else None
 
     image_paths, mask_paths, corrupt, unmasked = [], [], [], []
     for key in sorted(images):
