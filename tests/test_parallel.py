@@ -113,3 +113,14 @@ def test_initialize_distributed_auto_detects_slurm(monkeypatch):
         (),
         {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1},
     )
+
+
+def test_make_global_batch_is_allowed_under_transfer_guard():
+    """The loop runs with jax_transfer_guard='disallow'; feeding batches must stay explicit."""
+    mesh = parallel.create_mesh()
+    local = np.arange(16, dtype=np.float32).reshape(8, 2)
+    with jax.transfer_guard("disallow"):
+        batch = parallel.make_global_batch(mesh, {"x": local})
+    np.testing.assert_array_equal(np.asarray(batch["x"]), local)
+    with jax.transfer_guard("disallow"), pytest.raises(Exception, match="[Dd]isallowed"):
+        jnp.asarray(local) + 1  # an implicit transfer is caught, so the guard is active
