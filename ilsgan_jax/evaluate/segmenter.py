@@ -14,6 +14,7 @@ Entry points for a CLI: `train_segmenter(images, masks, config, seed)` then
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -229,9 +230,16 @@ def _variables(state: SegmenterState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+@functools.lru_cache(maxsize=8)
+def _eval_apply(widths: tuple[int, ...]):
+    """Jitted eval-mode forward pass, built once per architecture (not once per call)."""
+    model = unet.UNet(widths=widths)
+    return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
+
+
 def _batched_logits(variables, images: np.ndarray, widths, batch_size: int):
     """Yields (logits [b, H, W, 2], count) in eval mode; the last batch is padded."""
-    apply = jax.jit(lambda v, x: unet.UNet(widths=tuple(widths)).apply(v, x, train=False))
+    apply = _eval_apply(tuple(widths))
     for start in range(0, images.shape[0], batch_size):
         chunk = np.asarray(images[start : start + batch_size], np.float32)
         count = chunk.shape[0]
