@@ -7,7 +7,8 @@ resize (antialiased) -> random x-flip -> batch (drop_remainder) -> [-1, 1] float
 Resumption reseeds per epoch and skips within the epoch: epoch e is shuffled with a seed derived
 from (seed, e) and every example's flip is a stateless function of (seed, e, position), so the
 stream from `start_step` is exactly the tail of the stream from step 0. Resuming costs reading
-(not decoding) at most one epoch of records.
+(not decoding) at most one epoch of records (decoding too for CUB, whose tfds records are decoded
+before the shuffle; see sources.SourceSplit.decode_before_shuffle).
 
 Evaluation: fixed order, once through, the last batch padded with zeros and `valid = False`;
 every process yields the same number of batches (ceil of the largest share / batch size).
@@ -89,7 +90,14 @@ def create_train_iterator(
     start_epoch, offset = divmod(first_example, num_records)
     buffer_size = max(1, min(int(data_config.shuffle_buffer), num_records))
     mirror = bool(data_config.mirror)
-    records = source.records
+    num_parallel_calls = _tf_option(data_config.num_parallel_calls)
+    if source.decode_before_shuffle:
+        records = source.records.map(lambda record: source.decode(record, False)["image"],
+                                     num_parallel_calls=num_parallel_calls)
+        decode_record = lambda image: image  # noqa: E731
+    else:
+        records = source.records
+        decode_record = lambda record: source.decode(record, False)["image"]  # noqa: E731
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
         shuffled = records.shuffle(buffer_size, seed=_epoch_seed(seed, epoch),
@@ -97,7 +105,7 @@ def create_train_iterator(
         return shuffled.enumerate().map(lambda position, record: (epoch, position, record))
 
     def decode(epoch, position, record):
-        image = source.decode(record, False)["image"]
+        image = decode_record(record)
         if mirror:
             flip_seed = tf.stack([tf.constant(seed % _SEED_MODULUS, tf.int64),
                                   epoch * num_records + position])
@@ -107,7 +115,7 @@ def create_train_iterator(
 
     dataset = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
     dataset = dataset.flat_map(epoch_records).skip(offset)
-    dataset = dataset.map(decode, num_parallel_calls=_tf_option(data_config.num_parallel_calls))
+    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls)
     dataset = dataset.batch(local_batch_size, drop_remainder=True)
     dataset = dataset.map(lambda images: {"image": preprocess.images_to_unit_range(images)})
     dataset = _with_options(dataset.prefetch(_tf_option(data_config.prefetch)))

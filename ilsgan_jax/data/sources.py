@@ -30,6 +30,8 @@ class SourceSplit:
     num_records: len(records); total_records: size of the whole split (all processes).
     has_masks: whether decode(record, with_mask=True) yields a 'mask'.
     decode: (record, with_mask) -> {'image': uint8 [R, R, 3], 'mask'?: uint8 [R, R, 1]}.
+    decode_before_shuffle: records are already decoded (tfds default decoding), so the train
+      pipeline decodes/resizes before shuffling, keeping only R x R images in the buffer.
     """
 
     records: tf.data.Dataset
@@ -37,6 +39,7 @@ class SourceSplit:
     total_records: int
     has_masks: bool
     decode: Callable[[Record, bool], dict[str, tf.Tensor]]
+    decode_before_shuffle: bool = False
 
 
 def data_dir_of(data_config) -> str:
@@ -86,14 +89,20 @@ def _decode_png_pair(record: Record, with_mask: bool, resolution: int) -> dict[s
 
 
 def _tfds_split(builder, split: str, process_index: int, process_count: int,
-                decoders: dict) -> tuple[tf.data.Dataset, int, int]:
-    if split not in builder.info.splits:
-        raise ValueError(f"Unknown split {split!r} for {builder.name}; has "
-                         f"{sorted(builder.info.splits.keys())}")
+                decoders: dict | None) -> tuple[tf.data.Dataset, int, int]:
+    splits = builder.info.splits
+    if splits and split not in splits:
+        raise ValueError(f"Unknown split {split!r} for {builder.name}; has {sorted(splits)}")
+    read_config = tfds.ReadConfig(interleave_cycle_length=1)
     shard = tfds.even_splits(split, process_count)[process_index]
     records = builder.as_dataset(split=shard, shuffle_files=False, decoders=decoders,
-                                 read_config=tfds.ReadConfig(interleave_cycle_length=1))
-    return records, int(records.cardinality()), builder.info.splits[split].num_examples
+                                 read_config=read_config)
+    if splits:
+        total = splits[split].num_examples
+    else:  # No metadata (e.g. tfds.testing.mock_data): count the records.
+        total = int(builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                                       read_config=read_config).cardinality())
+    return records, int(records.cardinality()), total
 
 
 def _synthetic_split(data_config, split, process_index, process_count) -> SourceSplit:
@@ -130,28 +139,38 @@ def _cub_drc_split_names(split_dir: str, split: str) -> list[str]:
 def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
     resolution = check_resolution(data_config)
     builder = tfds.builder("caltech_birds2011", data_dir=data_dir_of(data_config))
-    decoders = {"image": tfds.decode.SkipDecoding(),
-                "segmentation_mask": tfds.decode.SkipDecoding()}
+    # tfds' own decoding (no SkipDecoding): tfds mock data can only serve decoded examples
+    # (encoding its random boxes fails), so the pipeline crops/resizes before shuffling.
+    decoders = None
     if data_config.cub_split_dir:
         # DRC's own split (train_val_test_split.txt) over the union of tfds' train and test.
         names = _cub_drc_split_names(data_config.cub_split_dir, split)
+        read_config = tfds.ReadConfig(interleave_cycle_length=1)
+        stored_names = builder.as_dataset(
+            split="train+test", shuffle_files=False, read_config=read_config,
+            decoders=tfds.decode.PartialDecoding({"image/filename": True}))
+        wanted = set(names)
+        matched = sum(name.decode("utf-8") in wanted for name in tfds.as_numpy(
+            stored_names.map(lambda record: record["image/filename"])))
+        if matched < len(names):
+            logging.warning("CUB: %d of the %d images of DRC split %r are not in the tfds data",
+                            len(names) - matched, len(names), split)
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.ones(len(names), tf.bool)),
             default_value=False)
         everything = builder.as_dataset(split="train+test", shuffle_files=False,
-                                        decoders=decoders,
-                                        read_config=tfds.ReadConfig(interleave_cycle_length=1))
+                                        decoders=decoders, read_config=read_config)
         selected = everything.filter(lambda record: table.lookup(record["image/filename"]))
-        start, stop = even_slice(len(names), process_index, process_count)
+        start, stop = even_slice(matched, process_index, process_count)
         records = selected.skip(start).take(stop - start)
-        count, total = stop - start, len(names)
+        count, total = stop - start, matched
     else:
         records, count, total = _tfds_split(builder, split, process_index, process_count,
                                             decoders)
     is_train = split == "train"
 
     def decode(record: Record, with_mask: bool) -> dict[str, tf.Tensor]:
-        image = tf.io.decode_image(record["image"], channels=3, expand_animations=False)
+        image = record["image"]
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         if is_train:  # DRC training images: centre square crop of the whole image.
             box = preprocess.center_square_box(height, width)
@@ -160,15 +179,13 @@ def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
         example = {"image": preprocess.to_uint8(
             preprocess.crop_and_resize(image, box, resolution))}
         if with_mask:
-            mask = tf.io.decode_image(record["segmentation_mask"], channels=1,
-                                      expand_animations=False)
-            mask = preprocess.resize_mask_to(mask, height, width)
+            mask = preprocess.resize_mask_to(record["segmentation_mask"], height, width)
             scale = preprocess.mask_scale(mask)
             resized = preprocess.crop_and_resize(mask, box, resolution) * (255.0 / scale)
             example["mask"] = preprocess.to_uint8(resized)
         return example
 
-    return SourceSplit(records, count, total, True, decode)
+    return SourceSplit(records, count, total, True, decode, decode_before_shuffle=True)
 
 
 # ---------------------------------------------------------------------------- file lists
