@@ -1,5 +1,7 @@
 """U-Net segmenter and its training: shapes, upsampling, BN modes, loss, colour jitter, learning."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,8 +15,8 @@ TINY_WIDTHS = (4, 8, 8)
 
 def test_unet_shapes_and_decoder_widths():
     model = unet.UNet(widths=(4, 6, 8, 10))
-    variables = model.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)))
-    logits = model.apply(variables, jnp.zeros((2, 16, 16, 3)))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 16, 16, 3)))
+    logits = jax.jit(model.apply)(variables, jnp.zeros((2, 16, 16, 3)))
     assert logits.shape == (2, 16, 16, 2)
     params = variables["params"]
     # Decoder block after skip level j has the width of level max(j - 1, 0) (256, 128, 64, 64).
@@ -35,9 +37,11 @@ def test_align_corners_upsampling_by_hand():
 def test_batch_norm_train_and_eval_modes_differ_as_expected():
     model = unet.UNet(widths=TINY_WIDTHS)
     images = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3.0 + 2.0
-    variables = model.init(jax.random.key(0), images)
-    eval_logits = model.apply(variables, images, train=False)
-    train_logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    variables = jax.jit(model.init)(jax.random.key(0), images)
+    eval_apply = jax.jit(functools.partial(model.apply, train=False))
+    eval_logits = eval_apply(variables, images)
+    train_logits, updates = jax.jit(
+        functools.partial(model.apply, train=True, mutable=["batch_stats"]))(variables, images)
     assert not np.allclose(eval_logits, train_logits, atol=1e-3)
     # Train mode normalises with batch statistics: the first BN output has ~zero mean per channel
     # before ReLU, so its running mean moves by 0.1 * batch mean (momentum 0.9).
@@ -50,7 +54,7 @@ def test_batch_norm_train_and_eval_modes_differ_as_expected():
     np.testing.assert_allclose(new, 0.9 * old + 0.1 * pre_bn.mean(axis=(0, 1, 2)), rtol=1e-4,
                                atol=1e-5)
     # Eval mode is per-sample: a sample's logits do not depend on the rest of the batch.
-    alone = model.apply(variables, images[:1], train=False)
+    alone = eval_apply(variables, images[:1])
     np.testing.assert_allclose(alone, eval_logits[:1], rtol=1e-5, atol=1e-5)
 
 
