@@ -12,7 +12,7 @@ SHAPE = (2, 4, 3, 2)  # N, H, W, C: small enough for central differences over ev
 
 def _critic_weights():
     rng = np.random.default_rng(0)
-    return rng.normal(size=SHAPE[1:]).astype(np.float64), rng.normal(size=SHAPE[1:]).astype(np.float64)
+    return rng.normal(size=SHAPE[1:]), rng.normal(size=SHAPE[1:])  # float64
 
 
 def numpy_critic(image: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

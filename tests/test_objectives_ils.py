@@ -78,7 +78,8 @@ def test_fixed_ils_gradient_equals_numpy_finite_difference_for_in_range_pixel():
 
     def numpy_loss(fg_, mask_):
         pairs = numpy_pairs(fg_, bg, mask_)
-        return sum(numpy_fixed_bound(x, y, p, "laplace", 1.0) for (x, y), p in zip(pairs, permutations))
+        return sum(numpy_fixed_bound(x, y, p, "laplace", 1.0)
+                   for (x, y), p in zip(pairs, permutations))
 
     grad_fg, grad_mask = jax.grad(lambda f, m: ils.ils_term(key, f, bg, m, sigma=1.0).loss,
                                   argnums=(0, 1))(fg, mask)
@@ -97,8 +98,9 @@ def test_fixed_ils_gradient_equals_numpy_finite_difference_for_in_range_pixel():
 
 
 def init_estimator(estimator, fg, bg):
-    """Jitted init with an 'rbg' key: threefry initialisation takes XLA:CPU many seconds to compile."""
-    return jax.jit(estimator.init)(jax.random.key(0, impl="rbg"), [jnp.asarray(fg), jnp.asarray(bg)])
+    """Jitted init with an 'rbg' key (threefry initialisation takes XLA:CPU long to compile)."""
+    key = jax.random.key(0, impl="rbg")
+    return jax.jit(estimator.init)(key, [jnp.asarray(fg), jnp.asarray(bg)])
 
 
 def numpy_nearest(images, size):
@@ -139,10 +141,13 @@ def test_neural_bound_and_nll_match_numpy(distribution, resolution):
         if distribution == "neural_gaussian":
             log_likelihood -= 0.5 * math.log(2 * math.pi)
         expected_nll -= log_likelihood.reshape(N, -1).sum(axis=1).mean()
-    np.testing.assert_allclose(np.asarray(result.pair_bounds), expected_bounds, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(float(result.loss), 1e-3 * sum(expected_bounds), rtol=1e-4, atol=1e-7)
-    nll = ils.estimator_nll(fg, bg, mask, lambda ys: [tuple(map(jnp.asarray, p)) for p in predictions],
-                            estimator=distribution)
+    np.testing.assert_allclose(np.asarray(result.pair_bounds), expected_bounds, rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(float(result.loss), 1e-3 * sum(expected_bounds), rtol=1e-4,
+                               atol=1e-7)
+    nll = ils.estimator_nll(
+        fg, bg, mask, lambda ys: [tuple(map(jnp.asarray, p)) for p in predictions],
+        estimator=distribution)
     np.testing.assert_allclose(float(nll), 0.1 * expected_nll, rtol=1e-5)
 
 

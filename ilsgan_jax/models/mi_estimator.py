@@ -98,7 +98,8 @@ class PixelHead(nn.Module):
 
     @nn.compact
     def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
-        hidden = nn.relu(nn.Conv(self.hidden, (1, 1), kernel_init=_torch_default_kernel_init)(features))
+        hidden = nn.Conv(self.hidden, (1, 1), kernel_init=_torch_default_kernel_init)(features)
+        hidden = nn.relu(hidden)
         output = nn.Conv(self.out_channels, (1, 1), kernel_init=_torch_default_kernel_init)(hidden)
         return jnp.tanh(output) if self.bounded else output
 

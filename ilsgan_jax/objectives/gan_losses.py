@@ -35,7 +35,9 @@ def _per_sample(logits: jnp.ndarray, name: str) -> jnp.ndarray:
     raise ValueError(f"{name} must be [N] or [N, 1], got shape {logits.shape}")
 
 
-def generator_adversarial_loss(fake_logits: jnp.ndarray, *, loss_type: str = "ns_r1") -> jnp.ndarray:
+def generator_adversarial_loss(
+    fake_logits: jnp.ndarray, *, loss_type: str = "ns_r1"
+) -> jnp.ndarray:
     """Generator loss per sample.
 
     Args:
@@ -75,7 +77,9 @@ def discriminator_adversarial_loss(
     real_logits = _per_sample(real_logits, "real_logits")
     fake_logits = _per_sample(fake_logits, "fake_logits")
     if real_logits.shape != fake_logits.shape:
-        raise ValueError(f"real_logits {real_logits.shape} and fake_logits {fake_logits.shape} differ")
+        raise ValueError(
+            f"real_logits {real_logits.shape} and fake_logits {fake_logits.shape} differ"
+        )
     if loss_type == "ns_r1":
         return jax.nn.softplus(fake_logits) + jax.nn.softplus(-real_logits)
     return fake_logits - real_logits + wgan_drift * jnp.square(real_logits)

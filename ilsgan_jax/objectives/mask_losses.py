@@ -22,7 +22,9 @@ def binarisation_loss(mask: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(jnp.minimum(mask, 1.0 - mask), axis=(1, 2, 3))
 
 
-def min_size_loss(mask: jnp.ndarray, *, min_size: float = 0.25, symmetric: bool = False) -> jnp.ndarray:
+def min_size_loss(
+    mask: jnp.ndarray, *, min_size: float = 0.25, symmetric: bool = False
+) -> jnp.ndarray:
     """`relu(min_size - mean_{HW} m)`, the minimum mask coverage.
 
     With `symmetric=True` (the reference does this when the perturbation is off) the term

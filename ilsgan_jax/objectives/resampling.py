@@ -16,7 +16,7 @@ def nearest_source_indices(in_size: int, out_size: int) -> np.ndarray:
 
 
 def nearest_resize(images: jnp.ndarray, size: int) -> jnp.ndarray:
-    """Nearest-neighbour resize to `size x size` with PyTorch's index rule (a gather; differentiable).
+    """Nearest-neighbour resize to `size x size` with PyTorch's index rule (differentiable gather).
 
     Args:
       images: [N, H, W, C] float32.

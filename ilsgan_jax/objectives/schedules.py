@@ -110,7 +110,9 @@ def lazy_regularisation_adam(
 def r1_gamma_heuristic(resolution: int, batch_size: int) -> float:
     """StyleGAN2-ADA's R1 weight rule `0.0002 * res^2 / batch` (0.0256 at 64 px, batch 32)."""
     if resolution <= 0 or batch_size <= 0:
-        raise ValueError(f"resolution ({resolution}) and batch_size ({batch_size}) must be positive")
+        raise ValueError(
+            f"resolution ({resolution}) and batch_size ({batch_size}) must be positive"
+        )
     return 0.0002 * resolution**2 / batch_size
 
 
