@@ -25,7 +25,7 @@ def _framed(height, width):
     image[:] = OUTER
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    image[top:top + side, left:left + side] = INNER
+    image[top : top + side, left : left + side] = INNER
     return image
 
 
@@ -33,16 +33,21 @@ def _halves(height, width):
     """Test image: left half INNER, right half OUTER; mask: the left half."""
     image = np.empty((height, width, 3), np.uint8)
     image[:, : width // 2] = INNER
-    image[:, width // 2:] = OUTER
+    image[:, width // 2 :] = OUTER
     mask = np.zeros((height, width), np.uint8)
     mask[:, : width // 2] = 255
     return image, mask
 
 
 def _make_tree(root, name, train_tokens, test_tokens):
-    files = {"dogs": ("data_tr_sel.npy", "data_te_sel.npy", "train_orig/orig/{}_orig.png"),
-             "cars": ("data_mrcnn_train_select.npy", "data_mrcnn_test_select.npy",
-                      "data_mrcnn/train/orig/{}_orig.png")}[name]
+    files = {
+        "dogs": ("data_tr_sel.npy", "data_te_sel.npy", "train_orig/orig/{}_orig.png"),
+        "cars": (
+            "data_mrcnn_train_select.npy",
+            "data_mrcnn_test_select.npy",
+            "data_mrcnn/train/orig/{}_orig.png",
+        ),
+    }[name]
     os.makedirs(root, exist_ok=True)
     np.save(os.path.join(root, files[0]), np.array(train_tokens))
     np.save(os.path.join(root, files[1]), np.array(test_tokens))
@@ -70,10 +75,13 @@ def _unit(rgb):
     return np.asarray(rgb, np.float32) / 127.5 - 1.0
 
 
-@pytest.mark.parametrize("name, train_tokens, test_tokens", [
-    ("dogs", ["n02085620_10074", "n02085620_10131", "n02085782_17"], ["n02086240_3"]),
-    ("cars", [1, 2, 3], [7, 8]),  # integer tokens, formatted with str()
-])
+@pytest.mark.parametrize(
+    "name, train_tokens, test_tokens",
+    [
+        ("dogs", ["n02085620_10074", "n02085620_10131", "n02085782_17"], ["n02086240_3"]),
+        ("cars", [1, 2, 3], [7, 8]),  # integer tokens, formatted with str()
+    ],
+)
 def test_drc_tree_train_and_test(tmp_path, name, train_tokens, test_tokens):
     root = tmp_path / name
     _make_tree(str(root), name, train_tokens, test_tokens)
@@ -81,29 +89,43 @@ def test_drc_tree_train_and_test(tmp_path, name, train_tokens, test_tokens):
     assert input_pipeline.num_examples(config, "train") == len(train_tokens)
     assert input_pipeline.num_examples(config, "test") == len(test_tokens)
     # Training images: centre square crops (all INNER), no masks.
-    train = list(input_pipeline.create_eval_iterator(config, split="train", batch_size=4,
-                                                     process_index=0, process_count=1))
+    train = list(
+        input_pipeline.create_eval_iterator(
+            config, split="train", batch_size=4, process_index=0, process_count=1
+        )
+    )
     assert "mask" not in train[0]
     valid = train[0]["valid"]
     assert valid.sum() == len(train_tokens)
-    np.testing.assert_allclose(train[0]["image"][valid],
-                               np.broadcast_to(_unit(INNER), (len(train_tokens), 16, 16, 3)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        train[0]["image"][valid],
+        np.broadcast_to(_unit(INNER), (len(train_tokens), 16, 16, 3)),
+        atol=1e-6,
+    )
     # Test images and masks: resized whole (left half INNER / foreground); columns 7-8 blend
     # the two halves (antialiased resize from 40 to 16 columns).
-    test = next(input_pipeline.create_eval_iterator(config, split="test", batch_size=2,
-                                                    process_index=0, process_count=1))
+    test = next(
+        input_pipeline.create_eval_iterator(
+            config, split="test", batch_size=2, process_index=0, process_count=1
+        )
+    )
     for index in range(len(test_tokens)):
-        np.testing.assert_allclose(test["image"][index, :, :7],
-                                   np.broadcast_to(_unit(INNER), (16, 7, 3)), atol=1e-6)
-        np.testing.assert_allclose(test["image"][index, :, 9:],
-                                   np.broadcast_to(_unit(OUTER), (16, 7, 3)), atol=1e-6)
+        np.testing.assert_allclose(
+            test["image"][index, :, :7], np.broadcast_to(_unit(INNER), (16, 7, 3)), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            test["image"][index, :, 9:], np.broadcast_to(_unit(OUTER), (16, 7, 3)), atol=1e-6
+        )
         np.testing.assert_array_equal(test["mask"][index, :, :8], np.ones((16, 8, 1)))
         np.testing.assert_array_equal(test["mask"][index, :, 8:], np.zeros((16, 8, 1)))
-    batch = next(input_pipeline.create_train_iterator(config, global_batch_size=2, seed=0,
-                                                      process_index=0, process_count=1))
-    np.testing.assert_allclose(batch["image"], np.broadcast_to(_unit(INNER), (2, 16, 16, 3)),
-                               atol=1e-6)
+    batch = next(
+        input_pipeline.create_train_iterator(
+            config, global_batch_size=2, seed=0, process_index=0, process_count=1
+        )
+    )
+    np.testing.assert_allclose(
+        batch["image"], np.broadcast_to(_unit(INNER), (2, 16, 16, 3)), atol=1e-6
+    )
 
 
 def test_dogs_fall_back_to_resized_training_images(tmp_path, caplog):
@@ -115,8 +137,7 @@ def test_dogs_fall_back_to_resized_training_images(tmp_path, caplog):
         _save(str(root / f"data_mrcnn/train/resized/{token}_resized.png"), _framed(20, 20))
     with caplog.at_level(logging.WARNING):
         listing = drc.list_drc_split("dogs", str(root), "train")
-    assert [os.path.basename(p) for p in listing.image_paths] == ["a_resized.png",
-                                                                   "b_resized.png"]
+    assert [os.path.basename(p) for p in listing.image_paths] == ["a_resized.png", "b_resized.png"]
     assert listing.mask_paths is None
     assert "training on the DRC resized images" in caplog.text
 

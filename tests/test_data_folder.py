@@ -24,7 +24,7 @@ def _framed(height, width, inner, outer):
     image[:] = outer
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    image[top:top + side, left:left + side] = inner
+    image[top : top + side, left : left + side] = inner
     return image
 
 
@@ -59,8 +59,11 @@ def tree(tmp_path):
 
 
 def _eval_batches(config):
-    return list(input_pipeline.create_eval_iterator(config, split="test", batch_size=2,
-                                                    process_index=0, process_count=1))
+    return list(
+        input_pipeline.create_eval_iterator(
+            config, split="test", batch_size=2, process_index=0, process_count=1
+        )
+    )
 
 
 def test_center_crop_resize_and_masks(tree):
@@ -72,17 +75,21 @@ def test_center_crop_resize_and_masks(tree):
     assert images.shape == (3, RESOLUTION, RESOLUTION, 3) and masks.shape[-1] == 1
     to_unit = lambda rgb: np.asarray(rgb, np.float32) / 127.5 - 1.0  # noqa: E731
     # Sorted order a.png, b.jpg, sub/c.webp; only the centred square survives the crop.
-    np.testing.assert_allclose(images[0], np.broadcast_to(to_unit((200, 30, 30)),
-                                                          images[0].shape), atol=1e-6)
+    np.testing.assert_allclose(
+        images[0], np.broadcast_to(to_unit((200, 30, 30)), images[0].shape), atol=1e-6
+    )
     # JPEG: chroma bleeds across the crop edge, so compare away from it.
-    np.testing.assert_allclose(images[1, 2:-2, 2:-2], np.broadcast_to(
-        to_unit((30, 200, 30)), images[1, 2:-2, 2:-2].shape), atol=0.06)
+    np.testing.assert_allclose(
+        images[1, 2:-2, 2:-2],
+        np.broadcast_to(to_unit((30, 200, 30)), images[1, 2:-2, 2:-2].shape),
+        atol=0.06,
+    )
     np.testing.assert_allclose(images[2], to_unit(90) + 0 * images[2], atol=0.02)  # webp
     expected_a = np.zeros((RESOLUTION, RESOLUTION, 1), np.float32)
-    expected_a[:, :RESOLUTION // 2] = 1.0
+    expected_a[:, : RESOLUTION // 2] = 1.0
     np.testing.assert_array_equal(masks[0], expected_a)
     expected_b = np.zeros((RESOLUTION, RESOLUTION, 1), np.float32)
-    expected_b[:RESOLUTION // 2] = 1.0  # 0/1 masks are read as binary masks
+    expected_b[: RESOLUTION // 2] = 1.0  # 0/1 masks are read as binary masks
     np.testing.assert_array_equal(masks[1], expected_b)
     np.testing.assert_array_equal(masks[2], np.ones_like(masks[2]))
 
@@ -92,13 +99,16 @@ def test_resize_matches_pillow_bilinear(tmp_path):
     smooth = rng.uniform(0, 255, (8, 8, 3)).astype(np.uint8)
     source = np.asarray(PIL.Image.fromarray(smooth).resize((64, 64), PIL.Image.BICUBIC))
     _save(str(tmp_path / "img" / "x.png"), source)
-    batch = next(input_pipeline.create_eval_iterator(
-        _config(tmp_path / "img"), split="train", batch_size=1, process_index=0,
-        process_count=1))
+    batch = next(
+        input_pipeline.create_eval_iterator(
+            _config(tmp_path / "img"), split="train", batch_size=1, process_index=0, process_count=1
+        )
+    )
     assert "mask" not in batch
     ours = (batch["image"][0] + 1.0) * 127.5
-    pillow = np.asarray(PIL.Image.fromarray(source).resize((RESOLUTION, RESOLUTION),
-                                                           PIL.Image.BILINEAR), np.float32)
+    pillow = np.asarray(
+        PIL.Image.fromarray(source).resize((RESOLUTION, RESOLUTION), PIL.Image.BILINEAR), np.float32
+    )
     assert np.abs(ours - pillow).mean() < 1.0
     assert np.abs(ours - pillow).max() <= 4.0
 
@@ -155,8 +165,12 @@ def test_corrupt_images_skipped_and_logged_or_raised(tree, caplog):
 def test_train_iterator_on_a_folder(tree):
     images_dir, _ = tree
     iterator = input_pipeline.create_train_iterator(
-        _config(images_dir, mirror=True), global_batch_size=4, seed=0, process_index=0,
-        process_count=1)
+        _config(images_dir, mirror=True),
+        global_batch_size=4,
+        seed=0,
+        process_index=0,
+        process_count=1,
+    )
     for _ in range(3):
         batch = next(iterator)["image"]
         assert batch.shape == (4, RESOLUTION, RESOLUTION, 3) and batch.dtype == np.float32

@@ -34,8 +34,10 @@ def stored(data_config):
     result = {}
     for split in ("train", "test"):
         examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
-        result[split] = (np.stack([e["image"] for e in examples]),
-                         np.stack([e["mask"] for e in examples]))
+        result[split] = (
+            np.stack([e["image"] for e in examples]),
+            np.stack([e["mask"] for e in examples]),
+        )
     return result
 
 
@@ -55,8 +57,9 @@ def _train_steps(config, steps, **kwargs):
 
 
 def test_train_batches_dtype_shape_range(data_config):
-    batches = _train_steps(data_config, 3, global_batch_size=8, seed=0, process_index=1,
-                           process_count=2)
+    batches = _train_steps(
+        data_config, 3, global_batch_size=8, seed=0, process_index=1, process_count=2
+    )
     for images in batches:
         assert images.dtype == np.float32 and images.shape == (4, RESOLUTION, RESOLUTION, 3)
         assert images.min() >= -1.0 and images.max() <= 1.0
@@ -65,21 +68,30 @@ def test_train_batches_dtype_shape_range(data_config):
 
 def test_batch_not_divisible_by_processes_raises(data_config):
     with pytest.raises(ValueError, match="global_batch_size"):
-        input_pipeline.create_train_iterator(data_config, global_batch_size=10, seed=0,
-                                             process_index=0, process_count=4)
+        input_pipeline.create_train_iterator(
+            data_config, global_batch_size=10, seed=0, process_index=0, process_count=4
+        )
 
 
 def test_each_epoch_is_a_reshuffled_pass_over_the_process_share(data_config, stored):
     # Process 0 of 2 holds 25 records; 4 per step, so epochs straddle batches.
-    images = np.concatenate(_train_steps(data_config, 25, global_batch_size=8, seed=3,
-                                         process_index=0, process_count=2))
+    images = np.concatenate(
+        _train_steps(data_config, 25, global_batch_size=8, seed=3, process_index=0, process_count=2)
+    )
     keys = _keys(_to_uint8(images))
     first, second = keys[:25], keys[25:50]
     assert sorted(first) == sorted(second) and len(set(first)) == 25
     assert first != second  # reseeded per epoch
     assert set(first) <= set(_keys(stored["train"][0]))
-    other_seed = _keys(_to_uint8(np.concatenate(_train_steps(
-        data_config, 7, global_batch_size=8, seed=4, process_index=0, process_count=2))))
+    other_seed = _keys(
+        _to_uint8(
+            np.concatenate(
+                _train_steps(
+                    data_config, 7, global_batch_size=8, seed=4, process_index=0, process_count=2
+                )
+            )
+        )
+    )
     assert other_seed[:25] != first
 
 
@@ -97,8 +109,13 @@ def test_resumption_continues_the_stream(data_config, start_step):
 def test_mirror_flips_about_half_of_the_images(data_config, stored):
     data_config = data_config.copy_and_resolve_references()
     data_config.mirror = True
-    images = _to_uint8(np.concatenate(_train_steps(data_config, 25, global_batch_size=4,
-                                                   seed=2, process_index=0, process_count=1)))
+    images = _to_uint8(
+        np.concatenate(
+            _train_steps(
+                data_config, 25, global_batch_size=4, seed=2, process_index=0, process_count=1
+            )
+        )
+    )
     originals = set(_keys(stored["train"][0]))
     flipped = set(_keys(stored["train"][0][:, :, ::-1]))
     is_original = np.array([key in originals for key in _keys(images)])
@@ -108,16 +125,22 @@ def test_mirror_flips_about_half_of_the_images(data_config, stored):
 
 
 def _eval_pass(config, split, batch_size, process_index, process_count):
-    return list(input_pipeline.create_eval_iterator(
-        config, split=split, batch_size=batch_size, process_index=process_index,
-        process_count=process_count))
+    return list(
+        input_pipeline.create_eval_iterator(
+            config,
+            split=split,
+            batch_size=batch_size,
+            process_index=process_index,
+            process_count=process_count,
+        )
+    )
 
 
 def test_eval_iterator_fixed_order_values_and_padding(data_config, stored):
     batches = _eval_pass(data_config, "test", 5, 0, 1)
     assert len(batches) == 3  # 13 examples -> 5 + 5 + 3 valid
     again = _eval_pass(data_config, "test", 5, 0, 1)
-    for batch, repeat in zip(batches, again):
+    for batch, repeat in zip(batches, again, strict=True):
         for key in ("image", "mask", "valid"):
             np.testing.assert_array_equal(batch[key], repeat[key])
     valid = np.concatenate([b["valid"] for b in batches])
@@ -142,15 +165,32 @@ def test_process_shares_are_disjoint_and_cover_the_split(data_config, stored, pr
         valid = np.concatenate([b["valid"] for b in batches])
         shares.append(_keys(_to_uint8(np.concatenate([b["image"] for b in batches])[valid])))
     assert len(set(batch_counts)) == 1  # every process runs the same number of eval steps
-    assert batch_counts[0] == -(-(-(-TRAIN_SIZE // process_count)) // 4)
+    largest_share = int(np.ceil(TRAIN_SIZE / process_count))
+    assert batch_counts[0] == int(np.ceil(largest_share / 4))
     everything = list(itertools.chain(*shares))
     assert len(everything) == TRAIN_SIZE == len(set(everything))
     assert set(everything) == set(_keys(stored["train"][0]))
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
     # Training streams of different processes draw from their own (disjoint) shares.
-    train_keys = [set(_keys(_to_uint8(np.concatenate(_train_steps(
-        data_config, 3, global_batch_size=2 * process_count, seed=0,
-        process_index=index, process_count=process_count))))) for index in range(process_count)]
+    train_keys = [
+        set(
+            _keys(
+                _to_uint8(
+                    np.concatenate(
+                        _train_steps(
+                            data_config,
+                            3,
+                            global_batch_size=2 * process_count,
+                            seed=0,
+                            process_index=index,
+                            process_count=process_count,
+                        )
+                    )
+                )
+            )
+        )
+        for index in range(process_count)
+    ]
     for index, keys in enumerate(train_keys):
         assert keys <= set(shares[index])
 

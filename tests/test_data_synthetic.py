@@ -9,7 +9,8 @@ from ilsgan_jax.data import synthetic_builder, synthetic_render
 
 def _render(seed: int, count: int, resolution: int) -> dict[str, np.ndarray]:
     return synthetic_render.render_synthetic_objects(
-        np.random.default_rng(seed), count, resolution, return_layers=True)
+        np.random.default_rng(seed), count, resolution, return_layers=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +130,10 @@ def _prepare(data_dir, resolution=16, train=300, test=20, seed=1):
 def _as_sorted_arrays(builder, split):
     examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
     order = sorted(range(len(examples)), key=lambda i: examples[i]["image"].tobytes())
-    return (np.stack([examples[i]["image"] for i in order]),
-            np.stack([examples[i]["mask"] for i in order]))
+    return (
+        np.stack([examples[i]["image"] for i in order]),
+        np.stack([examples[i]["mask"] for i in order]),
+    )
 
 
 def test_builder_prepares_offline_the_rendered_examples(tmp_path):
@@ -142,8 +145,9 @@ def test_builder_prepares_offline_the_rendered_examples(tmp_path):
     assert features["mask"].shape == (16, 16, 1) and features["mask"].dtype == np.uint8
     images, masks = _as_sorted_arrays(builder, "train")
     # The stored examples are exactly the rendered chunks (order aside); 300 spans two chunks.
-    chunks = [synthetic_builder.render_split_chunk(builder.builder_config, "train", i)
-              for i in range(2)]
+    chunks = [
+        synthetic_builder.render_split_chunk(builder.builder_config, "train", i) for i in range(2)
+    ]
     rendered_images = np.concatenate([c["image"] for c in chunks])
     rendered_masks = np.concatenate([c["mask"] for c in chunks])
     order = sorted(range(300), key=lambda i: rendered_images[i].tobytes())

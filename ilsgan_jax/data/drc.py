@@ -55,8 +55,10 @@ def read_tokens(path: str) -> list[str]:
     """The names in a DRC split file (.npy, 1-D)."""
     # allow_pickle: DRC's arrays may hold Python strings (object dtype); this is the user's file.
     tokens = np.load(path, allow_pickle=True)
-    return [token.decode("utf-8") if isinstance(token, bytes) else str(token)
-            for token in np.ravel(tokens)]
+    return [
+        token.decode("utf-8") if isinstance(token, bytes) else str(token)
+        for token in np.ravel(tokens)
+    ]
 
 
 def list_drc_split(
@@ -80,13 +82,21 @@ def list_drc_split(
     if not tokens:
         raise ValueError(f"DRC split file lists no images: {split_file}")
     if split == "train":
-        pattern = next((p for p in _TRAIN_IMAGE_PATTERNS[name]
-                        if os.path.isdir(os.path.join(drc_root, os.path.dirname(p)))),
-                       _TRAIN_IMAGE_PATTERNS[name][0])
+        pattern = next(
+            (
+                p
+                for p in _TRAIN_IMAGE_PATTERNS[name]
+                if os.path.isdir(os.path.join(drc_root, os.path.dirname(p)))
+            ),
+            _TRAIN_IMAGE_PATTERNS[name][0],
+        )
         if pattern != _TRAIN_IMAGE_PATTERNS[name][0]:
-            logging.warning("%s: %s not found, training on the DRC resized images in %s", name,
-                            os.path.dirname(_TRAIN_IMAGE_PATTERNS[name][0]),
-                            os.path.dirname(pattern))
+            logging.warning(
+                "%s: %s not found, training on the DRC resized images in %s",
+                name,
+                os.path.dirname(_TRAIN_IMAGE_PATTERNS[name][0]),
+                os.path.dirname(pattern),
+            )
         mask_pattern = None
     else:
         pattern, mask_pattern = _TEST_IMAGE_PATTERN, _TEST_MASK_PATTERN

@@ -57,10 +57,16 @@ def report_corrupt(corrupt: list[str], skip_corrupt: bool, what: str) -> None:
     if not corrupt:
         return
     if not skip_corrupt:
-        raise ValueError(f"Unreadable or corrupt {what}: {corrupt[0]} ({len(corrupt)} in total;"
-                         " set data.skip_corrupt=True to skip them)")
-    logging.warning("Skipped %d unreadable or corrupt %s, e.g. %s", len(corrupt), what,
-                    ", ".join(corrupt[:_NAMES_LOGGED]))
+        raise ValueError(
+            f"Unreadable or corrupt {what}: {corrupt[0]} ({len(corrupt)} in total;"
+            " set data.skip_corrupt=True to skip them)"
+        )
+    logging.warning(
+        "Skipped %d unreadable or corrupt %s, e.g. %s",
+        len(corrupt),
+        what,
+        ", ".join(corrupt[:_NAMES_LOGGED]),
+    )
 
 
 def list_image_folder(
@@ -97,7 +103,8 @@ def list_image_folder(
                 if require_masks:
                     raise ValueError(
                         f"Image {image_path} has no mask in data.mask_folder={mask_folder}"
-                        f" (expected {os.path.join(mask_folder, key)}.<ext>)")
+                        f" (expected {os.path.join(mask_folder, key)}.<ext>)"
+                    )
                 unmasked.append(image_path)
                 continue
         image_size = read_image_size(image_path)
@@ -112,12 +119,16 @@ def list_image_folder(
             if mask_size != image_size:
                 raise ValueError(
                     f"Mask {mask_path} is {mask_size[0]}x{mask_size[1]} (HxW) but its image"
-                    f" {image_path} is {image_size[0]}x{image_size[1]}")
+                    f" {image_path} is {image_size[0]}x{image_size[1]}"
+                )
             mask_paths.append(mask_path)
         image_paths.append(image_path)
     if unmasked:
-        logging.warning("Dropped %d images without a mask, e.g. %s", len(unmasked),
-                        ", ".join(unmasked[:_NAMES_LOGGED]))
+        logging.warning(
+            "Dropped %d images without a mask, e.g. %s",
+            len(unmasked),
+            ", ".join(unmasked[:_NAMES_LOGGED]),
+        )
     report_corrupt(corrupt, skip_corrupt, "files")
     if not image_paths:
         raise ValueError(f"data.folder has no readable images: {folder}")

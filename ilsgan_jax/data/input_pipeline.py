@@ -41,8 +41,7 @@ def _tf_option(value: int) -> int:
 def _epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """A shuffle seed per (seed, epoch): a stateless hash of the pair, int64 tensor."""
     key = tf.stack([tf.constant(seed % _SEED_MODULUS, tf.int64), tf.cast(epoch, tf.int64)])
-    return tf.random.stateless_uniform([], seed=key, minval=0, maxval=_SEED_MODULUS,
-                                       dtype=tf.int64)
+    return tf.random.stateless_uniform([], seed=key, minval=0, maxval=_SEED_MODULUS, dtype=tf.int64)
 
 
 def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -75,16 +74,21 @@ def create_train_iterator(
     """
     process_index, process_count = _process_index_and_count(process_index, process_count)
     if global_batch_size < 1 or global_batch_size % process_count:
-        raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of "
-                         f"the process count {process_count}")
+        raise ValueError(
+            f"global_batch_size={global_batch_size} must be a positive multiple of "
+            f"the process count {process_count}"
+        )
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     local_batch_size = global_batch_size // process_count
-    source = sources.source_split(data_config, data_config.train_split, process_index,
-                                  process_count)
+    source = sources.source_split(
+        data_config, data_config.train_split, process_index, process_count
+    )
     if source.num_records < 1:
-        raise ValueError(f"Process {process_index} has no training examples "
-                         f"({source.total_records} over {process_count} processes)")
+        raise ValueError(
+            f"Process {process_index} has no training examples "
+            f"({source.total_records} over {process_count} processes)"
+        )
     num_records = source.num_records
     first_example = start_step * local_batch_size
     start_epoch, offset = divmod(first_example, num_records)
@@ -92,23 +96,27 @@ def create_train_iterator(
     mirror = bool(data_config.mirror)
     num_parallel_calls = _tf_option(data_config.num_parallel_calls)
     if source.decode_before_shuffle:
-        records = source.records.map(lambda record: source.decode(record, False)["image"],
-                                     num_parallel_calls=num_parallel_calls)
+        records = source.records.map(
+            lambda record: source.decode(record, False)["image"],
+            num_parallel_calls=num_parallel_calls,
+        )
         decode_record = lambda image: image  # noqa: E731
     else:
         records = source.records
         decode_record = lambda record: source.decode(record, False)["image"]  # noqa: E731
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
-        shuffled = records.shuffle(buffer_size, seed=_epoch_seed(seed, epoch),
-                                   reshuffle_each_iteration=False)
+        shuffled = records.shuffle(
+            buffer_size, seed=_epoch_seed(seed, epoch), reshuffle_each_iteration=False
+        )
         return shuffled.enumerate().map(lambda position, record: (epoch, position, record))
 
     def decode(epoch, position, record):
         image = decode_record(record)
         if mirror:
-            flip_seed = tf.stack([tf.constant(seed % _SEED_MODULUS, tf.int64),
-                                  epoch * num_records + position])
+            flip_seed = tf.stack(
+                [tf.constant(seed % _SEED_MODULUS, tf.int64), epoch * num_records + position]
+            )
             flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
             image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image
@@ -160,15 +168,18 @@ def create_eval_iterator(
         example["valid"] = tf.constant(True)
         return example
 
-    padding = {"image": tf.zeros((resolution, resolution, 3), tf.uint8),
-               "valid": tf.constant(False)}
+    padding = {
+        "image": tf.zeros((resolution, resolution, 3), tf.uint8),
+        "valid": tf.constant(False),
+    }
     if include_masks:
         padding["mask"] = tf.zeros((resolution, resolution, 1), tf.uint8)
-    dataset = source.records.map(decode,
-                                 num_parallel_calls=_tf_option(data_config.num_parallel_calls))
+    dataset = source.records.map(
+        decode, num_parallel_calls=_tf_option(data_config.num_parallel_calls)
+    )
     dataset = dataset.concatenate(
-        tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size
-                                                     - source.num_records))
+        tf.data.Dataset.from_tensors(padding).repeat(num_batches * batch_size - source.num_records)
+    )
 
     def to_float(batch):
         batch = dict(batch)

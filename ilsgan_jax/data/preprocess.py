@@ -21,9 +21,7 @@ def center_square_box(height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, .
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def cub_test_box(
-    bbox: tf.Tensor, height: tf.Tensor, width: tf.Tensor
-) -> tuple[tf.Tensor, ...]:
+def cub_test_box(bbox: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """DRC test crop around a CUB bounding box, clipped to the image: (top, left, h, w), int32.
 
     bbox: [4] float, tfds BBoxFeature order (ymin, xmin, ymax, xmax) normalised to [0, 1].
@@ -44,8 +42,10 @@ def cub_test_box(
     x_max = tf.cast(tf.round(tf.maximum(bbox[1], bbox[3]) * width_f), tf.int32)
     box_h = y_max - y_min
     box_w = x_max - x_min
-    half_side = tf.cast(tf.floor(tf.cast(tf.maximum(box_w, box_h), tf.float32)
-                                 * (CUB_TEST_CROP_SCALE / 2.0)), tf.int32)
+    half_side = tf.cast(
+        tf.floor(tf.cast(tf.maximum(box_w, box_h), tf.float32) * (CUB_TEST_CROP_SCALE / 2.0)),
+        tf.int32,
+    )
     centre_x = (2 * x_min + box_w) // 2
     centre_y = (2 * y_min + box_h) // 2
     top = tf.clip_by_value(centre_y - half_side, 0, height - 1)
@@ -63,8 +63,9 @@ def crop_and_resize(image: tf.Tensor, box: tuple[tf.Tensor, ...], resolution: in
     """
     top, left, crop_h, crop_w = box
     crop = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(crop, tf.float32), (resolution, resolution),
-                              method="bilinear", antialias=True)
+    resized = tf.image.resize(
+        tf.cast(crop, tf.float32), (resolution, resolution), method="bilinear", antialias=True
+    )
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
@@ -95,6 +96,9 @@ def resize_mask_to(mask: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.T
     """
     same = tf.logical_and(tf.equal(tf.shape(mask)[0], height), tf.equal(tf.shape(mask)[1], width))
     return tf.cond(
-        same, lambda: mask,
-        lambda: tf.cast(tf.image.resize(mask, tf.stack([height, width]), method="nearest"),
-                        tf.uint8))
+        same,
+        lambda: mask,
+        lambda: tf.cast(
+            tf.image.resize(mask, tf.stack([height, width]), method="nearest"), tf.uint8
+        ),
+    )

@@ -64,8 +64,11 @@ def check_resolution(data_config) -> int:
 
 def synthetic_builder_of(data_config) -> synthetic_builder.SyntheticObjects:
     config = synthetic_builder.make_builder_config(
-        check_resolution(data_config), int(data_config.synthetic_train_size),
-        int(data_config.synthetic_test_size), int(data_config.synthetic_seed))
+        check_resolution(data_config),
+        int(data_config.synthetic_train_size),
+        int(data_config.synthetic_test_size),
+        int(data_config.synthetic_seed),
+    )
     return synthetic_builder.SyntheticObjects(config=config, data_dir=data_dir_of(data_config))
 
 
@@ -80,28 +83,37 @@ def prepare_synthetic(data_config) -> str:
 
 
 def _decode_png_pair(record: Record, with_mask: bool, resolution: int) -> dict[str, tf.Tensor]:
-    example = {"image": tf.ensure_shape(tf.io.decode_png(record["image"], channels=3),
-                                        (resolution, resolution, 3))}
+    example = {
+        "image": tf.ensure_shape(
+            tf.io.decode_png(record["image"], channels=3), (resolution, resolution, 3)
+        )
+    }
     if with_mask:
-        example["mask"] = tf.ensure_shape(tf.io.decode_png(record["mask"], channels=1),
-                                          (resolution, resolution, 1))
+        example["mask"] = tf.ensure_shape(
+            tf.io.decode_png(record["mask"], channels=1), (resolution, resolution, 1)
+        )
     return example
 
 
-def _tfds_split(builder, split: str, process_index: int, process_count: int,
-                decoders: dict | None) -> tuple[tf.data.Dataset, int, int]:
+def _tfds_split(
+    builder, split: str, process_index: int, process_count: int, decoders: dict | None
+) -> tuple[tf.data.Dataset, int, int]:
     splits = builder.info.splits
     if splits and split not in splits:
         raise ValueError(f"Unknown split {split!r} for {builder.name}; has {sorted(splits)}")
     read_config = tfds.ReadConfig(interleave_cycle_length=1)
     shard = tfds.even_splits(split, process_count)[process_index]
-    records = builder.as_dataset(split=shard, shuffle_files=False, decoders=decoders,
-                                 read_config=read_config)
+    records = builder.as_dataset(
+        split=shard, shuffle_files=False, decoders=decoders, read_config=read_config
+    )
     if splits:
         total = splits[split].num_examples
     else:  # No metadata (e.g. tfds.testing.mock_data): count the records.
-        total = int(builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
-                                       read_config=read_config).cardinality())
+        total = int(
+            builder.as_dataset(
+                split=split, shuffle_files=False, decoders=decoders, read_config=read_config
+            ).cardinality()
+        )
     return records, int(records.cardinality()), total
 
 
@@ -110,10 +122,19 @@ def _synthetic_split(data_config, split, process_index, process_count) -> Source
     builder.download_and_prepare()
     resolution = builder.builder_config.resolution
     records, count, total = _tfds_split(
-        builder, split, process_index, process_count,
-        {"image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()})
-    return SourceSplit(records, count, total, True,
-                       lambda record, with_mask: _decode_png_pair(record, with_mask, resolution))
+        builder,
+        split,
+        process_index,
+        process_count,
+        {"image": tfds.decode.SkipDecoding(), "mask": tfds.decode.SkipDecoding()},
+    )
+    return SourceSplit(
+        records,
+        count,
+        total,
+        True,
+        lambda record, with_mask: _decode_png_pair(record, with_mask, resolution),
+    )
 
 
 # ---------------------------------------------------------------------------- CUB
@@ -131,9 +152,11 @@ def _cub_drc_split_names(split_dir: str, split: str) -> list[str]:
             raise ValueError(f"data.cub_split_dir lacks {os.path.basename(path)}: {path}")
     with open(names_path) as names_file, open(split_path) as split_file:
         names = dict(line.split()[:2] for line in names_file if line.strip())
-        return [names[image_id] for image_id, value in
-                (line.split()[:2] for line in split_file if line.strip())
-                if int(value) == wanted]
+        return [
+            names[image_id]
+            for image_id, value in (line.split()[:2] for line in split_file if line.strip())
+            if int(value) == wanted
+        ]
 
 
 def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
@@ -147,26 +170,36 @@ def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
         names = _cub_drc_split_names(data_config.cub_split_dir, split)
         read_config = tfds.ReadConfig(interleave_cycle_length=1)
         stored_names = builder.as_dataset(
-            split="train+test", shuffle_files=False, read_config=read_config,
-            decoders=tfds.decode.PartialDecoding({"image/filename": True}))
+            split="train+test",
+            shuffle_files=False,
+            read_config=read_config,
+            decoders=tfds.decode.PartialDecoding({"image/filename": True}),
+        )
         wanted = set(names)
-        matched = sum(name.decode("utf-8") in wanted for name in tfds.as_numpy(
-            stored_names.map(lambda record: record["image/filename"])))
+        matched = sum(
+            name.decode("utf-8") in wanted
+            for name in tfds.as_numpy(stored_names.map(lambda record: record["image/filename"]))
+        )
         if matched < len(names):
-            logging.warning("CUB: %d of the %d images of DRC split %r are not in the tfds data",
-                            len(names) - matched, len(names), split)
+            logging.warning(
+                "CUB: %d of the %d images of DRC split %r are not in the tfds data",
+                len(names) - matched,
+                len(names),
+                split,
+            )
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.ones(len(names), tf.bool)),
-            default_value=False)
-        everything = builder.as_dataset(split="train+test", shuffle_files=False,
-                                        decoders=decoders, read_config=read_config)
+            default_value=False,
+        )
+        everything = builder.as_dataset(
+            split="train+test", shuffle_files=False, decoders=decoders, read_config=read_config
+        )
         selected = everything.filter(lambda record: table.lookup(record["image/filename"]))
         start, stop = even_slice(matched, process_index, process_count)
         records = selected.skip(start).take(stop - start)
         count, total = stop - start, matched
     else:
-        records, count, total = _tfds_split(builder, split, process_index, process_count,
-                                            decoders)
+        records, count, total = _tfds_split(builder, split, process_index, process_count, decoders)
     is_train = split == "train"
 
     def decode(record: Record, with_mask: bool) -> dict[str, tf.Tensor]:
@@ -176,8 +209,7 @@ def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
             box = preprocess.center_square_box(height, width)
         else:  # DRC test crop around the bounding box.
             box = preprocess.cub_test_box(record["bbox"], height, width)
-        example = {"image": preprocess.to_uint8(
-            preprocess.crop_and_resize(image, box, resolution))}
+        example = {"image": preprocess.to_uint8(preprocess.crop_and_resize(image, box, resolution))}
         if with_mask:
             mask = preprocess.resize_mask_to(record["segmentation_mask"], height, width)
             scale = preprocess.mask_scale(mask)
@@ -200,21 +232,24 @@ def _file_list_split(
         columns["mask_path"] = list(mask_paths[start:stop])
     records = tf.data.Dataset.from_tensor_slices(
         {key: tf.constant(value, tf.string) for key, value in columns.items()}
-        if stop > start else {key: tf.constant([], tf.string) for key in columns})
+        if stop > start
+        else {key: tf.constant([], tf.string) for key in columns}
+    )
 
     def decode(record: Record, with_mask: bool) -> dict[str, tf.Tensor]:
-        image = tf.io.decode_image(tf.io.read_file(record["image_path"]), channels=3,
-                                   expand_animations=False)
+        image = tf.io.decode_image(
+            tf.io.read_file(record["image_path"]), channels=3, expand_animations=False
+        )
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         if center_crop:
             box = preprocess.center_square_box(height, width)
         else:
             box = (0, 0, height, width)
-        example = {"image": preprocess.to_uint8(
-            preprocess.crop_and_resize(image, box, resolution))}
+        example = {"image": preprocess.to_uint8(preprocess.crop_and_resize(image, box, resolution))}
         if with_mask:
-            mask = tf.io.decode_image(tf.io.read_file(record["mask_path"]), channels=1,
-                                      expand_animations=False)
+            mask = tf.io.decode_image(
+                tf.io.read_file(record["mask_path"]), channels=1, expand_animations=False
+            )
             mask_box = box if center_crop else (0, 0, tf.shape(mask)[0], tf.shape(mask)[1])
             scale = preprocess.mask_scale(mask)
             resized = preprocess.crop_and_resize(mask, mask_box, resolution) * (255.0 / scale)
@@ -230,29 +265,56 @@ def _folder_split(data_config, split, process_index, process_count) -> SourceSpl
     # A folder has one set of images: 'train' and 'test' both read all of it (unsupervised
     # training; the masks, if any, are only used for scoring).
     listing = folder.list_image_folder(
-        data_config.folder, data_config.mask_folder, require_masks=data_config.require_masks,
-        skip_corrupt=data_config.skip_corrupt)
-    return _file_list_split(listing.image_paths, listing.mask_paths, process_index,
-                            process_count, check_resolution(data_config), center_crop=True)
+        data_config.folder,
+        data_config.mask_folder,
+        require_masks=data_config.require_masks,
+        skip_corrupt=data_config.skip_corrupt,
+    )
+    return _file_list_split(
+        listing.image_paths,
+        listing.mask_paths,
+        process_index,
+        process_count,
+        check_resolution(data_config),
+        center_crop=True,
+    )
 
 
 def _drc_split(data_config, split, process_index, process_count) -> SourceSplit:
-    listing = drc.list_drc_split(data_config.name, data_config.drc_root, split,
-                                 skip_corrupt=data_config.skip_corrupt)
-    return _file_list_split(listing.image_paths, listing.mask_paths, process_index,
-                            process_count, check_resolution(data_config),
-                            center_crop=split == "train")
+    listing = drc.list_drc_split(
+        data_config.name, data_config.drc_root, split, skip_corrupt=data_config.skip_corrupt
+    )
+    return _file_list_split(
+        listing.image_paths,
+        listing.mask_paths,
+        process_index,
+        process_count,
+        check_resolution(data_config),
+        center_crop=split == "train",
+    )
 
 
 def source_split(data_config, split: str, process_index: int, process_count: int) -> SourceSplit:
     """The records and decoder of `split` for one process (see SourceSplit)."""
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
-    builders = {"synthetic": _synthetic_split, "cub": _cub_split, "dogs": _drc_split,
-                "cars": _drc_split, "folder": _folder_split}
+    builders = {
+        "synthetic": _synthetic_split,
+        "cub": _cub_split,
+        "dogs": _drc_split,
+        "cars": _drc_split,
+        "folder": _folder_split,
+    }
     if data_config.name not in builders:
         raise ValueError(f"data.name must be one of {DATA_SOURCES}, got {data_config.name!r}")
     source = builders[data_config.name](data_config, split, process_index, process_count)
-    logging.info("data %s/%s: process %d of %d reads %d of %d examples", data_config.name, split,
-                 process_index, process_count, source.num_records, source.total_records)
+    logging.info(
+        "data %s/%s: process %d of %d reads %d of %d examples",
+        data_config.name,
+        split,
+        process_index,
+        process_count,
+        source.num_records,
+        source.total_records,
+    )
     return source

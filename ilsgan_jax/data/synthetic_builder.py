@@ -7,8 +7,8 @@ Each combination of (resolution, train size, test size, seed) is its own Builder
 import dataclasses
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 from ilsgan_jax.data import synthetic_render
 
@@ -40,7 +40,11 @@ def make_builder_config(
     return SyntheticObjectsConfig(
         name=f"r{resolution}_train{train_size}_test{test_size}_seed{seed}",
         description=f"{resolution}px, {train_size} train / {test_size} test images, seed {seed}",
-        resolution=resolution, train_size=train_size, test_size=test_size, seed=seed)
+        resolution=resolution,
+        train_size=train_size,
+        test_size=test_size,
+        seed=seed,
+    )
 
 
 def render_split_chunk(
@@ -71,10 +75,12 @@ class SyntheticObjects(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         side = self.builder_config.resolution
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(side, side, 3), encoding_format="png"),
-                "mask": tfds.features.Image(shape=(side, side, 1), encoding_format="png"),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(side, side, 3), encoding_format="png"),
+                    "mask": tfds.features.Image(shape=(side, side, 1), encoding_format="png"),
+                }
+            ),
             supervised_keys=None,
             homepage="https://github.com/ilsgan_jax",
         )

@@ -41,7 +41,10 @@ def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> n
 
 
 def band_limited_noise(
-    rng: np.random.Generator, num_images: int, resolution: int, cycles: np.ndarray,
+    rng: np.random.Generator,
+    num_images: int,
+    resolution: int,
+    cycles: np.ndarray,
     bandwidth: float = 0.5,
 ) -> np.ndarray:
     """White noise filtered to a log-Gaussian band around `cycles` cycles per image.
@@ -73,22 +76,25 @@ def _render_backgrounds(rng: np.random.Generator, num_images: int, resolution: i
     """Returns [N, R, R, 3] float32 in [0, 1]."""
     y, x = _pixel_grid(resolution)
     angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
-    projection = (np.cos(angle)[:, None, None] * (x - 0.5)
-                  + np.sin(angle)[:, None, None] * (y - 0.5))
+    projection = np.cos(angle)[:, None, None] * (x - 0.5) + np.sin(angle)[:, None, None] * (y - 0.5)
     ramp = np.clip(projection / np.sqrt(0.5) + 0.5, 0.0, 1.0)[..., None]
-    colours = _hsv_to_rgb(_uniform(rng, 0.0, 1.0, (2, num_images)),
-                          _uniform(rng, 0.05, 0.45, (2, num_images)),
-                          _uniform(rng, 0.25, 0.9, (2, num_images)))
-    gradient = (colours[0, :, None, None, :] * (1.0 - ramp)
-                + colours[1, :, None, None, :] * ramp)
+    colours = _hsv_to_rgb(
+        _uniform(rng, 0.0, 1.0, (2, num_images)),
+        _uniform(rng, 0.05, 0.45, (2, num_images)),
+        _uniform(rng, 0.25, 0.9, (2, num_images)),
+    )
+    gradient = colours[0, :, None, None, :] * (1.0 - ramp) + colours[1, :, None, None, :] * ramp
     coarse = band_limited_noise(rng, num_images, resolution, _uniform(rng, 1.5, 4.0, num_images))
     fine = band_limited_noise(rng, num_images, resolution, _uniform(rng, 4.0, 12.0, num_images))
-    coarse_colour = _uniform(rng, -1.0, 1.0, (num_images, 3)) * _uniform(rng, 0.04, 0.12,
-                                                                          (num_images, 1))
+    coarse_colour = _uniform(rng, -1.0, 1.0, (num_images, 3)) * _uniform(
+        rng, 0.04, 0.12, (num_images, 1)
+    )
     fine_amplitude = _uniform(rng, 0.02, 0.08, num_images)
-    background = (gradient
-                  + coarse[..., None] * coarse_colour[:, None, None, :]
-                  + (fine * fine_amplitude[:, None, None])[..., None])
+    background = (
+        gradient
+        + coarse[..., None] * coarse_colour[:, None, None, :]
+        + (fine * fine_amplitude[:, None, None])[..., None]
+    )
     return np.clip(background, 0.0, 1.0).astype(np.float32)
 
 
@@ -108,16 +114,19 @@ def _radial_functions(
     # Polygon: K vertices at jittered, increasing angles and radii 0.8..1.2 (star-shaped about
     # the centre, every sector < pi wide, so bounded); slots k >= K are unused.
     spacing = 2.0 * np.pi / sides[:, None]
-    vertex_angles = (np.arange(_MAX_POLYGON_SIDES)[None, :]
-                     + _uniform(rng, -0.2, 0.2, (count, _MAX_POLYGON_SIDES))) * spacing
+    vertex_angles = (
+        np.arange(_MAX_POLYGON_SIDES)[None, :]
+        + _uniform(rng, -0.2, 0.2, (count, _MAX_POLYGON_SIDES))
+    ) * spacing
     vertex_radii = _uniform(rng, 0.8, 1.2, (count, _MAX_POLYGON_SIDES))
     slot = np.arange(_MAX_POLYGON_SIDES)[None, :]
     next_slot = np.where(slot + 1 < sides[:, None], slot + 1, 0)
     next_angles = np.take_along_axis(vertex_angles, next_slot, axis=1)
     next_angles = np.where(slot + 1 < sides[:, None], next_angles, next_angles + 2.0 * np.pi)
     sector_widths = np.where(slot < sides[:, None], next_angles - vertex_angles, 0.0)
-    vertices = vertex_radii[..., None] * np.stack([np.cos(vertex_angles),
-                                                   np.sin(vertex_angles)], axis=-1)
+    vertices = vertex_radii[..., None] * np.stack(
+        [np.cos(vertex_angles), np.sin(vertex_angles)], axis=-1
+    )
     edges = np.take_along_axis(vertices, next_slot[..., None], axis=1) - vertices
     # Distance along the ray at angle t to edge k: cross(P_k, D_k) / cross(u(t), D_k).
     edge_moments = vertices[..., 0] * edges[..., 1] - vertices[..., 1] * edges[..., 0]
@@ -162,7 +171,8 @@ def _radial_functions(
                 wobble = np.zeros(angle.shape, dtype=np.float32)
                 for h, harmonic in enumerate(harmonics):
                     wobble += amplitudes[which, h].astype(np.float32)[expand] * np.cos(
-                        harmonic * angle + phases[which, h].astype(np.float32)[expand])
+                        harmonic * angle + phases[which, h].astype(np.float32)[expand]
+                    )
                 radius[rows] = 1.0 + wobble
         return radius
 
@@ -170,7 +180,10 @@ def _radial_functions(
 
 
 def _object_textures(
-    rng: np.random.Generator, num_images: int, resolution: int, local_u: np.ndarray,
+    rng: np.random.Generator,
+    num_images: int,
+    resolution: int,
+    local_u: np.ndarray,
     local_v: np.ndarray,
 ) -> np.ndarray:
     """Saturated base colour + shading ramp + stripes or noise, in the object's frame.
@@ -178,17 +191,28 @@ def _object_textures(
     local_u, local_v: [N, R, R] object-frame coordinates (object scale ~ 1).
     Returns [N, R, R, 3] float32 in [0, 1].
     """
-    base = _hsv_to_rgb(_uniform(rng, 0.0, 1.0, num_images), _uniform(rng, 0.55, 1.0, num_images),
-                       _uniform(rng, 0.45, 1.0, num_images))
-    accent = _hsv_to_rgb(_uniform(rng, 0.0, 1.0, num_images), _uniform(rng, 0.4, 1.0, num_images),
-                         _uniform(rng, 0.2, 1.0, num_images))
+    base = _hsv_to_rgb(
+        _uniform(rng, 0.0, 1.0, num_images),
+        _uniform(rng, 0.55, 1.0, num_images),
+        _uniform(rng, 0.45, 1.0, num_images),
+    )
+    accent = _hsv_to_rgb(
+        _uniform(rng, 0.0, 1.0, num_images),
+        _uniform(rng, 0.4, 1.0, num_images),
+        _uniform(rng, 0.2, 1.0, num_images),
+    )
     shade_angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)[:, None, None]
     shading = 1.0 + _uniform(rng, 0.1, 0.35, num_images)[:, None, None] * (
-        np.cos(shade_angle) * local_u + np.sin(shade_angle) * local_v)
+        np.cos(shade_angle) * local_u + np.sin(shade_angle) * local_v
+    )
     stripe_angle = _uniform(rng, 0.0, np.pi, num_images)[:, None, None]
     stripe_freq = _uniform(rng, 1.5, 4.0, num_images)[:, None, None]
-    stripes = 0.5 + 0.5 * np.sin(2.0 * np.pi * stripe_freq * (np.cos(stripe_angle) * local_u
-                                                              + np.sin(stripe_angle) * local_v))
+    stripes = 0.5 + 0.5 * np.sin(
+        2.0
+        * np.pi
+        * stripe_freq
+        * (np.cos(stripe_angle) * local_u + np.sin(stripe_angle) * local_v)
+    )
     noise = band_limited_noise(rng, num_images, resolution, _uniform(rng, 3.0, 8.0, num_images))
     noise_pattern = np.clip(0.5 + 0.3 * noise, 0.0, 1.0)
     use_stripes = (_uniform(rng, 0.0, 1.0, num_images) < 0.5)[:, None, None]
@@ -235,7 +259,8 @@ def render_synthetic_objects(
     everyone = np.arange(num_images)
     boundary_theta = np.broadcast_to(
         np.linspace(0.0, 2.0 * np.pi, _NUM_BOUNDARY_ANGLES, endpoint=False, dtype=np.float32),
-        (num_images, _NUM_BOUNDARY_ANGLES))
+        (num_images, _NUM_BOUNDARY_ANGLES),
+    )
     unit_radius = radius_fn(boundary_theta, everyone)
     unit_area = 0.5 * np.mean(unit_radius**2, axis=1) * 2.0 * np.pi
     area_fraction = _uniform(shape_rng, MIN_AREA_FRACTION, MAX_AREA_FRACTION, num_images)
@@ -277,6 +302,11 @@ def render_synthetic_objects(
     mask = quantised.astype(np.uint8)[..., None]
     result = {"image": image, "mask": mask}
     if return_layers:
-        result.update(background=background, foreground=foreground, coverage=coverage,
-                      shape_id=shape_ids, area_fraction=area_fraction)
+        result.update(
+            background=background,
+            foreground=foreground,
+            coverage=coverage,
+            shape_id=shape_ids,
+            area_fraction=area_fraction,
+        )
     return result
