@@ -97,10 +97,9 @@ class UNet(nn.Module):
             upsampled = upsample_bilinear_align_corners(features)
             pad_h = skip.shape[1] - upsampled.shape[1]
             pad_w = skip.shape[2] - upsampled.shape[2]
-            upsampled = jnp.pad(
-                upsampled,
-                ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-            )
+            pad_rows = (pad_h // 2, pad_h - pad_h // 2)
+            pad_cols = (pad_w // 2, pad_w - pad_w // 2)
+            upsampled = jnp.pad(upsampled, ((0, 0), pad_rows, pad_cols, (0, 0)))
             width = self.widths[max(level - 1, 0)]
             features = ConvBlock(width, name=f"decoder_{level}")(
                 jnp.concatenate([skip, upsampled], axis=-1), train
