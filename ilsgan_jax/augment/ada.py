@@ -55,35 +55,44 @@ def geometric_filter() -> np.ndarray:
 
 
 def _bilinear_sample(images: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Bilinear interpolation with zeros outside the image, written with gathers.
+    """Bilinear interpolation with zeros outside the image, written as one gather.
 
     Args:
       images: [N, H, W, C] float32.
       x, y: [N, Ho, Wo] float32 sample positions in pixel indices (pixel (0, 0) at 0.0).
 
     Returns:
-      [N, Ho, Wo, C] float32; differentiable w.r.t. `images` (the gathers' transpose is a
-      scatter-add) and w.r.t. the positions.
+      [N, Ho, Wo, C] float32; differentiable w.r.t. `images` (the gather's transpose is a
+      scatter-add) and w.r.t. the positions. The four corners of all samples are read with a
+      single gather from the flattened batch, whose transpose is ~2x cheaper on CPU than four
+      batched `take_along_axis` gathers.
     """
     n, height, width, channels = images.shape
-    flat_images = images.reshape(n, height * width, channels)
     x0 = jnp.floor(x)
     y0 = jnp.floor(y)
     weight_x1 = x - x0
     weight_y1 = y - y0
     x0 = x0.astype(jnp.int32)
     y0 = y0.astype(jnp.int32)
-    sampled = jnp.zeros(x.shape + (channels,), images.dtype)
-    for dy, weight_y in ((0, 1 - weight_y1), (1, weight_y1)):
-        for dx, weight_x in ((0, 1 - weight_x1), (1, weight_x1)):
-            column = x0 + dx
-            row = y0 + dy
-            inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-            index = jnp.clip(row, 0, height - 1) * width + jnp.clip(column, 0, width - 1)
-            values = jnp.take_along_axis(flat_images, index.reshape(n, -1, 1), axis=1)
-            weight = jnp.where(inside, weight_x * weight_y, 0.0)
-            sampled = sampled + values.reshape(sampled.shape) * weight[..., None]
-    return sampled
+    columns = jnp.stack([x0, x0 + 1, x0, x0 + 1], axis=-1)  # [N, Ho, Wo, 4]
+    rows = jnp.stack([y0, y0, y0 + 1, y0 + 1], axis=-1)
+    weights = jnp.stack(
+        [
+            (1 - weight_x1) * (1 - weight_y1),
+            weight_x1 * (1 - weight_y1),
+            (1 - weight_x1) * weight_y1,
+            weight_x1 * weight_y1,
+        ],
+        axis=-1,
+    )
+    inside = (columns >= 0) & (columns < width) & (rows >= 0) & (rows < height)
+    weights = jnp.where(inside, weights, 0.0)
+    sample_offset = (jnp.arange(n, dtype=jnp.int32) * (height * width))[:, None, None, None]
+    flat_index = (
+        sample_offset + jnp.clip(rows, 0, height - 1) * width + jnp.clip(columns, 0, width - 1)
+    )
+    corners = images.reshape(n * height * width, channels)[flat_index]  # [N, Ho, Wo, 4, C]
+    return jnp.einsum("nhwk,nhwkc->nhwc", weights, corners)
 
 
 def apply_geometric(images: jax.Array, g_inv: jax.Array) -> jax.Array:
