@@ -83,19 +83,22 @@ def _render_backgrounds(rng: np.random.Generator, num_images: int, resolution: i
         _uniform(rng, 0.05, 0.45, (2, num_images)),
         _uniform(rng, 0.25, 0.9, (2, num_images)),
     )
-    gradient = colours[0, :, None, None, :] * (1.0 - ramp) + colours[1, :, None, None, :] * ramp
     coarse = band_limited_noise(rng, num_images, resolution, _uniform(rng, 1.5, 4.0, num_images))
     fine = band_limited_noise(rng, num_images, resolution, _uniform(rng, 4.0, 12.0, num_images))
     coarse_colour = _uniform(rng, -1.0, 1.0, (num_images, 3)) * _uniform(
         rng, 0.04, 0.12, (num_images, 1)
     )
     fine_amplitude = _uniform(rng, 0.02, 0.08, num_images)
-    background = (
-        gradient
-        + coarse[..., None] * coarse_colour[:, None, None, :]
-        + (fine * fine_amplitude[:, None, None])[..., None]
+    # background = c0 + ramp * (c1 - c0) + coarse * coarse_colour + fine * fine_amplitude, as one
+    # batched [R*R, 3] x [3, 3] product per image.
+    fields = np.stack([ramp[..., 0], coarse, fine], axis=-1).reshape(num_images, -1, 3)
+    mixing = np.stack(
+        [colours[1] - colours[0], coarse_colour, np.repeat(fine_amplitude[:, None], 3, axis=1)],
+        axis=1,
     )
-    return np.clip(background, 0.0, 1.0).astype(np.float32)
+    background = np.matmul(fields, mixing.astype(np.float32)) + colours[0][:, None, :]
+    background = background.reshape(num_images, resolution, resolution, 3)
+    return np.clip(background, 0.0, 1.0, out=background).astype(np.float32, copy=False)
 
 
 def _radial_functions(
