@@ -1,0 +1,315 @@
+"""The ILSGAN train step: G main, D main, lazy R1 (every `r1_interval`), EMA, ADA statistics.
+
+`make_train_step(config, networks, optimizers)` returns a pure function
+`train_step(state, real_images) -> (state, metrics)`; `jit_train_step` compiles it over a
+`Mesh(('data',))` with the state replicated and donated and the batch sharded on 'data'. XLA
+inserts the cross-device reductions (batch means, the ILS permutation's gather); minibatch-std
+groups are contiguous runs of samples that never straddle a device (see `minibatch_std`).
+
+Phase order, keys and schedules follow StyleGAN2-ADA / ILSGAN's training loop: each phase draws
+its own z and perturbation; `cur_nimg` (images seen before this step) drives the ILS sigma and EMA
+schedules; the R1 phase runs when `step % r1_interval == 0` with its own Adam update; ADA's p is
+adjusted when `(step + 1) % interval == 0` from the signs of D(real) in D main and R1.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ilsgan_jax.augment.ada import augment
+from ilsgan_jax.augment.config import as_ada_config
+from ilsgan_jax.augment.controller import accumulate_real_signs, update_ada_state
+from ilsgan_jax.models.synthesis import num_ws
+from ilsgan_jax.objectives import gan_losses, mask_losses
+from ilsgan_jax.objectives.ils import estimator_nll, ils_term
+from ilsgan_jax.objectives.perturbation import perturb_layers, sample_perturbation
+from ilsgan_jax.objectives.schedules import default_ema_kimg, ema_beta, ils_sigma
+from ilsgan_jax.train.builders import Networks, Optimizers, r1_gamma
+from ilsgan_jax.train.state import TrainState
+
+Metrics = dict[str, jnp.ndarray]
+NAN_TO_NUM = dict(nan=0.0, posinf=1e5, neginf=-1e5)  # the reference's gradient sanitising
+
+
+def sanitize_gradients(grads):
+    """Replaces non-finite gradient entries as the reference does (`nan_to_num`)."""
+    return jax.tree.map(lambda g: jnp.nan_to_num(g, **NAN_TO_NUM), grads)
+
+
+def global_norm(tree) -> jnp.ndarray:
+    return optax.global_norm(tree)
+
+
+def binariness(mask: jnp.ndarray) -> jnp.ndarray:
+    """[] mean of min(m, 1 - m): 0 for a binary mask, 0.5 for m = 0.5 everywhere."""
+    return jnp.mean(jnp.minimum(mask, 1.0 - mask))
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict, networks: Networks, optimizers: Optimizers
+) -> Callable[[TrainState, jnp.ndarray], tuple[TrainState, Metrics]]:
+    """Builds the pure train step for the layered (ILSGAN / PerturbGAN) systems."""
+    loss_cfg, ils_cfg = config.loss, config.loss.ils
+    ada_cfg = as_ada_config(config.ada)
+    batch = config.train.batch_size
+    resolution = config.data.resolution
+    z_dim = config.model.z_dim
+    perturb = loss_cfg.xint_max > 0 or loss_cfg.bg_contrast > 0
+    gamma = r1_gamma(config)
+    r1_interval = int(loss_cfg.r1_interval)
+    adversarial = loss_cfg.adversarial
+    ema_kimg = config.ema.kimg if config.ema.kimg > 0 else default_ema_kimg(batch)
+    n_ws = num_ws(resolution)
+
+    def generate(g_params, g_buffers, key, update_w_avg=True):
+        """G forward for one phase: unperturbed layers, perturbed layers, new buffers."""
+        z_key, mix_key, cut_key, prob_key, noise_key, eps_key = jax.random.split(key, 6)
+        z = jax.random.normal(z_key, (batch, z_dim))
+        mixing = {}
+        if loss_cfg.style_mixing_prob > 0:
+            cutoff = jax.random.randint(cut_key, (), 1, n_ws)
+            use = jax.random.uniform(prob_key, ()) < loss_cfg.style_mixing_prob
+            mixing = dict(
+                mixing_z=jax.random.normal(mix_key, (batch, z_dim)),
+                mixing_cutoff=jnp.where(use, cutoff, n_ws),
+            )
+        layers, updates = networks.generator.apply(
+            {"params": g_params, "buffers": g_buffers},
+            z,
+            update_w_avg=update_w_avg,
+            mutable=["buffers"],
+            rngs={"noise": noise_key},
+            **mixing,
+        )
+        perturbed = layers
+        if perturb:
+            eps = sample_perturbation(
+                eps_key, batch, xint_max=loss_cfg.xint_max, bg_contrast=loss_cfg.bg_contrast
+            )
+            perturbed = perturb_layers(
+                layers, eps, xint_max=loss_cfg.xint_max, bg_contrast=loss_cfg.bg_contrast
+            )
+        return layers, perturbed, updates["buffers"]
+
+    def discriminate(d_params, images, key, p):
+        if ada_cfg.mode != "noaug":
+            images = augment(images, key, p, config=ada_cfg)
+        return networks.discriminator.apply({"params": d_params}, images)
+
+    def estimator_fn(estimator_params):
+        if networks.estimator is None:
+            return None
+        return lambda conditions: networks.estimator.apply(
+            {"params": estimator_params}, conditions
+        )
+
+    def train_step(state: TrainState, real_images: jnp.ndarray):
+        key = jax.random.fold_in(state.key, state.step)
+        g_key, g_aug_key, ils_key, d_key, d_aug_fake, d_aug_real, r1_aug_key, gp_key = (
+            jax.random.split(key, 8)
+        )
+        cur_nimg = state.images_seen
+        p = state.ada.p
+        sigma = (
+            ils_sigma(
+                cur_nimg,
+                initial_sigma=ils_cfg.initial_sigma,
+                sigma=ils_cfg.sigma,
+                strategy=ils_cfg.strategy,
+            )
+            if ils_cfg.enabled
+            else jnp.zeros((), jnp.float32)
+        )
+        metrics: Metrics = {}
+
+        # --- G main -------------------------------------------------------------------------
+        def g_loss_fn(g_params):
+            layers, perturbed, buffers = generate(g_params, state.g_buffers, g_key)
+            fake_logits = discriminate(state.d_params, perturbed["composite"], g_aug_key, p)
+            adv = gan_losses.generator_adversarial_loss(fake_logits, loss_type=adversarial)
+            bin_loss = mask_losses.binarisation_loss(perturbed["mask"])
+            size_loss = mask_losses.min_size_loss(
+                perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=not perturb
+            )
+            total = jnp.mean(adv + loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss)
+            ils_value = jnp.zeros((), jnp.float32)
+            pair_bounds = jnp.zeros((2,), jnp.float32)
+            if ils_cfg.enabled:
+                ils = ils_term(
+                    ils_key,
+                    layers["fg_rgb"],
+                    layers["bg_rgb"],
+                    layers["mask"],
+                    sigma=sigma,
+                    estimator=ils_cfg.estimator,
+                    neg_weight=ils_cfg.neg_weight,
+                    estimator_fn=estimator_fn(state.estimator_params),
+                )
+                ils_value, pair_bounds = ils.loss, ils.pair_bounds
+                total = total + ils_value
+            aux = {
+                "g/adversarial": jnp.mean(adv),
+                "g/binarisation": jnp.mean(bin_loss),
+                "g/min_size": jnp.mean(size_loss),
+                "g/ils": ils_value,
+                "g/ils_bg_invis_given_fg_vis": pair_bounds[0],
+                "g/ils_fg_invis_given_bg_vis": pair_bounds[1],
+                "scores/fake_g": jnp.mean(fake_logits),
+                "mask/mean": jnp.mean(layers["mask"]),
+                "mask/binariness": binariness(layers["mask"]),
+            }
+            return total, (aux, buffers)
+
+        (g_total, (g_aux, g_buffers)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+            state.g_params
+        )
+        g_grads = sanitize_gradients(g_grads)
+        g_updates, g_opt_state = optimizers.generator.update(
+            g_grads, state.g_opt_state, state.g_params
+        )
+        g_params = optax.apply_updates(state.g_params, g_updates)
+        metrics.update(g_aux)
+        metrics["g/total"] = g_total
+        metrics["grad_norm/g"] = global_norm(g_grads)
+
+        # --- D main -------------------------------------------------------------------------
+        # The fakes come from the updated G (the reference runs the phases in sequence).
+        d_layers, d_perturbed, g_buffers = generate(g_params, g_buffers, d_key)
+        fake_images = jax.lax.stop_gradient(d_perturbed["composite"])
+
+        def d_loss_fn(d_params):
+            fake_logits = discriminate(d_params, fake_images, d_aug_fake, p)
+            real_logits = discriminate(d_params, real_images, d_aug_real, p)
+            loss = gan_losses.discriminator_adversarial_loss(
+                real_logits, fake_logits, loss_type=adversarial
+            )
+            loss = jnp.mean(loss)
+            if adversarial == "wgan_gp":
+                penalty = gan_losses.wgan_gradient_penalty(
+                    gp_key,
+                    lambda x: discriminate(d_params, x, d_aug_real, p),
+                    real_images,
+                    fake_images,
+                )
+                loss = loss + loss_cfg.wgan_gp_weight * jnp.mean(penalty)
+            return loss, (fake_logits, real_logits)
+
+        (d_loss, (fake_logits, real_logits)), d_grads = jax.value_and_grad(
+            d_loss_fn, has_aux=True
+        )(state.d_params)
+        d_grads = sanitize_gradients(d_grads)
+        d_updates, d_opt_state = optimizers.discriminator.update(
+            d_grads, state.d_opt_state, state.d_params
+        )
+        d_params = optax.apply_updates(state.d_params, d_updates)
+        ada = accumulate_real_signs(state.ada, real_logits)
+        metrics.update(
+            {
+                "d/loss": d_loss,
+                "scores/fake": jnp.mean(fake_logits),
+                "scores/real": jnp.mean(real_logits),
+                "d/accuracy": 0.5 * (jnp.mean(real_logits > 0) + jnp.mean(fake_logits < 0)),
+                "signs/real": jnp.mean(jnp.sign(real_logits)),
+                "grad_norm/d": global_norm(d_grads),
+            }
+        )
+
+        # Learned ILS conditional: its NLL on the D-phase layers, D's hyperparameters.
+        estimator_params, estimator_opt_state = state.estimator_params, state.estimator_opt_state
+        if networks.estimator is not None:
+            frozen = jax.tree.map(jax.lax.stop_gradient, d_layers)
+
+            def nll_fn(params):
+                return estimator_nll(
+                    frozen["fg_rgb"],
+                    frozen["bg_rgb"],
+                    frozen["mask"],
+                    estimator_fn(params),
+                    estimator=ils_cfg.estimator,
+                    weight=ils_cfg.nll_weight,
+                )
+
+            nll, e_grads = jax.value_and_grad(nll_fn)(estimator_params)
+            e_updates, estimator_opt_state = optimizers.estimator.update(
+                sanitize_gradients(e_grads), estimator_opt_state, estimator_params
+            )
+            estimator_params = optax.apply_updates(estimator_params, e_updates)
+            metrics["estimator/nll"] = nll
+
+        # --- D reg: lazy R1 -----------------------------------------------------------------
+        if adversarial == "ns_r1" and gamma > 0:
+
+            def r1_loss_fn(params):
+                penalty, logits = gan_losses.r1_penalty_and_logits(
+                    lambda x: discriminate(params, x, r1_aug_key, p), real_images
+                )
+                loss = gan_losses.lazy_r1_loss(penalty, gamma=gamma, interval=r1_interval)
+                return jnp.mean(loss), (jnp.mean(penalty), logits)
+
+            def r1_update(operand):
+                params, opt_state, ada_state = operand
+                (_, (penalty, logits)), grads = jax.value_and_grad(r1_loss_fn, has_aux=True)(
+                    params
+                )
+                updates, opt_state = optimizers.discriminator.update(
+                    sanitize_gradients(grads), opt_state, params
+                )
+                ada_state = accumulate_real_signs(ada_state, logits)
+                return optax.apply_updates(params, updates), opt_state, ada_state, penalty
+
+            def no_r1(operand):
+                params, opt_state, ada_state = operand
+                return params, opt_state, ada_state, jnp.full((), jnp.nan, jnp.float32)
+
+            d_params, d_opt_state, ada, r1_value = jax.lax.cond(
+                state.step % r1_interval == 0, r1_update, no_r1, (d_params, d_opt_state, ada)
+            )
+            metrics["d/r1_penalty"] = r1_value  # NaN on steps without R1 (averaged with nanmean)
+
+        # --- EMA, ADA, counters -------------------------------------------------------------
+        beta = ema_beta(cur_nimg, batch_size=batch, ema_kimg=ema_kimg, ema_rampup=config.ema.rampup)
+        g_ema_params = jax.tree.map(
+            lambda param, ema: param + beta * (ema - param), g_params, state.g_ema_params
+        )
+        ada = update_ada_state(ada, state.step + 1, batch_size=batch, config=ada_cfg)
+        finite = jnp.isfinite(g_total) & jnp.isfinite(d_loss)
+        nonfinite_step = jnp.where(
+            (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
+        )
+        metrics.update({"ada/p": ada.p, "ils/sigma": sigma, "ema/beta": beta})
+        new_state = state.replace(
+            step=state.step + 1,
+            images_seen=state.images_seen + batch,
+            g_params=g_params,
+            g_buffers=g_buffers,
+            g_ema_params=g_ema_params,
+            g_ema_buffers=g_buffers,
+            d_params=d_params,
+            estimator_params=estimator_params,
+            g_opt_state=g_opt_state,
+            d_opt_state=d_opt_state,
+            estimator_opt_state=estimator_opt_state,
+            ada=ada,
+            nonfinite_step=nonfinite_step,
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def jit_train_step(train_step, mesh: Mesh) -> Callable[[TrainState, Any], tuple]:
+    """Compiles the step: state replicated and donated, batch sharded on 'data', metrics
+    replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return jax.jit(
+        train_step,
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
