@@ -111,7 +111,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- Training loop ------------------------------------------------------------------------
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 32  # global batch (all devices, all processes)
-    config.train.total_kimg = 8000  # training length in thousands of real images
+    config.train.total_kimg = 8000.0  # training length in thousands of real images
     config.train.time_budget_minutes = 0.0  # stop (and save) after this wall time; 0 = no limit
     config.train.log_every_steps = 100  # scalars to TensorBoard / console
     config.train.sample_every_steps = 1000  # image grids (TensorBoard + PNG in the workdir)
@@ -134,7 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.channel_base = 1024
         config.model.channel_max = 64
         config.ada.mode = "noaug"
-        config.train.total_kimg = 80
+        config.train.total_kimg = 80.0
         config.train.log_every_steps = 50
         config.train.sample_every_steps = 500
         config.train.checkpoint_every_steps = 500

@@ -1,6 +1,7 @@
 """Default configuration of the input pipeline (embedded by the main config as `config.data`)."""
 
 import ml_collections
+from ml_collections import config_dict
 
 DATA_SOURCES = ("synthetic", "cub", "dogs", "cars", "folder")
 
@@ -16,20 +17,20 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.resolution = 64
     # tfds data_dir for the tfds sources ('synthetic', 'cub'); None means
     # ~/.cache/ilsgan_jax/tensorflow_datasets (or $ILSGAN_JAX_CACHE/tensorflow_datasets).
-    config.data_dir = None
+    config.data_dir = config_dict.placeholder(str)
     # 'folder' only: directory of images (searched recursively; jpg/jpeg/png/webp/bmp/gif).
-    config.folder = None
+    config.folder = config_dict.placeholder(str)
     # 'folder' only: directory of masks with the same relative path and stem as their images
     # (any of the supported extensions); None = no masks (training only, no mask scoring).
-    config.mask_folder = None
+    config.mask_folder = config_dict.placeholder(str)
     # 'folder' only: True makes an image without a mask an error; False drops such images
     # (with a logged count). Only read when `mask_folder` is set.
     config.require_masks = True
     # 'dogs' / 'cars': the DRC release folder (e.g. .../DRC_processed/dogs); layout in drc.py.
-    config.drc_root = None
+    config.drc_root = config_dict.placeholder(str)
     # 'cub' only: optional directory holding CUB's images.txt and DRC's train_val_test_split.txt
     # (ids in column 1, split 0=train, 1=val, 2=test). None = tfds' official train/test split.
-    config.cub_split_dir = None
+    config.cub_split_dir = config_dict.placeholder(str)
     # Random horizontal flips of the training images (StyleGAN2-ADA --mirror), probability 0.5.
     config.mirror = True
     # Shuffle buffer of the training stream, in examples (encoded records, so it is cheap).

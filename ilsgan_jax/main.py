@@ -1,0 +1,60 @@
+r"""Entry point: `python -m ilsgan_jax.main --mode=train --config=configs/ilsgan.py:runlocal
+--workdir=DIR [--config.train.batch_size=64 ...]`.
+
+Modes: train, export, train_segmenter, segment, evaluate, demo (train -> export ->
+train_segmenter -> score; what `make demo` runs). All logic lives in importable modules.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ("train", "export", "train_segmenter", "segment", "evaluate", "demo")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (with :variant args).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-process only; else auto)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
+_OUTPUT = flags.DEFINE_string("output", None, "segment: folder for masks and previews.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "segment/export: replace existing outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # JAX must see the distributed setup before anything touches devices.
+    from ilsgan_jax import parallel, runtime
+
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    runtime.hide_accelerators_from_tensorflow()
+    runtime.setup_compilation_cache()
+    import jax
+
+    logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+                 jax.devices())
+    config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+    mode = _MODE.value
+    if mode == "train":
+        from ilsgan_jax.train.loop import train_and_evaluate
+
+        result = train_and_evaluate(config, workdir)
+        logging.info("Trained %d steps (%.1f kimg) in %.0f s", result.steps,
+                     result.images_seen / 1000, result.wall_time_seconds)
+        return
+    from ilsgan_jax import workflows
+
+    workflows.run_mode(mode, config, workdir, input_dir=_INPUT.value, output_dir=_OUTPUT.value,
+                       overwrite=_OVERWRITE.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,246 @@
+"""The training loop: input, state, sharded step, checkpoints, logging, samples, preemption.
+
+`train_and_evaluate(config, workdir)` is what `python -m ilsgan_jax.main --mode=train` runs and
+what the Colab notebook calls. Every process runs the same code; process 0 writes logs.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from ilsgan_jax import parallel
+from ilsgan_jax.data import input_pipeline
+from ilsgan_jax.evaluate import samples as sample_grids
+from ilsgan_jax.train import builders, checkpointing
+from ilsgan_jax.train.state import TrainState, create_train_state
+from ilsgan_jax.train.step import jit_train_step, make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss; the message names the step and the last good
+    checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    steps: int  # train iterations completed (including resumed ones)
+    images_seen: int  # real images consumed
+    wall_time_seconds: float  # this invocation's wall time
+    interrupted: bool  # stopped early (preemption or time budget) after a final save
+    last_metrics: dict  # the last logged scalars
+    sample_png: str | None  # the last sample grid written
+
+
+def total_train_steps(config: ml_collections.ConfigDict) -> int:
+    return math.ceil(config.train.total_kimg * 1000 / config.train.batch_size)
+
+
+def check_real_batch(images: np.ndarray, config: ml_collections.ConfigDict, where: str) -> None:
+    """Host-side check of a real batch (cheap NumPy; no device work): shape, dtype, range."""
+    res = config.data.resolution
+    if images.ndim != 4 or images.shape[1:] != (res, res, 3):
+        raise ValueError(
+            f"{where}: real images must be [B, {res}, {res}, 3] (config.data.resolution={res}), "
+            f"got {images.shape}"
+        )
+    if images.dtype != np.float32:
+        raise ValueError(f"{where}: real images must be float32 in [-1, 1], got {images.dtype}")
+    low, high = float(images.min()), float(images.max())
+    if low < -1.01 or high > 1.01:
+        raise ValueError(f"{where}: real images must lie in [-1, 1], got [{low:.3f}, {high:.3f}]")
+
+
+def init_state(config, networks, optimizers, mesh) -> TrainState:
+    """Builds the train state directly on the devices, replicated."""
+    init = jax.jit(
+        lambda key: create_train_state(config, networks, optimizers, key),
+        out_shardings=parallel.replicated_sharding(mesh),
+    )
+    return init(jax.random.key(config.seed))
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    """Averages the per-step metric dicts (device arrays) with one device->host transfer."""
+    stacked = {key: jnp.stack([m[key] for m in history]) for key in history[0]}
+    means = jax.device_get({key: jnp.nanmean(value) for key, value in stacked.items()})
+    return {key: float(value) for key, value in means.items()}
+
+
+class _ConsoleProgress:
+    """A one-line progress bar (tqdm) for interactive runs on process 0."""
+
+    def __init__(self, enabled: bool, total: int, initial: int):
+        self._bar = None
+        if enabled and jax.process_index() == 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, postfix: dict | None = None):
+        if self._bar is None:
+            return
+        self._bar.n = step
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
+        self._bar.refresh()
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+    """Trains (resuming from `workdir/checkpoints` if present) until `config.train.total_kimg`,
+    the time budget or a preemption signal. Returns a `TrainResult`."""
+    start_time = time.time()
+    # ----- Logging --------------------------------------------------------------------------
+    os.makedirs(workdir, exist_ok=True)
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True
+    )
+    parallel.log_topology()
+
+    # ----- Mesh and config checks -----------------------------------------------------------
+    mesh = parallel.create_mesh()
+    builders.validate_config(config, mesh.size)
+    if config.train.batch_size % jax.process_count():
+        raise ValueError("config.train.batch_size must be a multiple of the process count")
+
+    # ----- Model, optimisers, state -------------------------------------------------------
+    networks = builders.build_networks(config)
+    optimizers = builders.build_optimizers(config)
+    state = init_state(config, networks, optimizers, mesh)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        save_every_steps=config.train.checkpoint_every_steps,
+        keep_last=config.train.keep_checkpoints,
+    )
+    restored = checkpointer.restore_latest(checkpointing.abstract_like(state))
+    start_step = 0
+    if restored is not None:
+        state, start_step, _ = restored
+        logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
+    total_steps = total_train_steps(config)
+
+    # ----- Input --------------------------------------------------------------------------
+    if config.data.name == "synthetic" and jax.process_index() == 0:
+        input_pipeline.prepare_synthetic(config.data)
+    train_iter = input_pipeline.create_train_iterator(
+        config.data,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        start_step=start_step,
+    )
+
+    # ----- Update step, samples, hooks ----------------------------------------------------
+    train_step = jit_train_step(make_train_step(config, networks, optimizers), mesh)
+    sample_fn = sample_grids.make_sample_fn(
+        networks.generator, config, config.train.num_sample_images, config.seed
+    )
+    report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+    console = _ConsoleProgress(config.train.progress_bar, total_steps, start_step)
+    preemption = checkpointing.install_preemption_handler()
+    budget_seconds = config.train.time_budget_minutes * 60.0
+    history: list[dict] = []
+    last_metrics: dict = {}
+    sample_png = None
+    interrupted = False
+    step = start_step
+
+    def check_finite(current_step: int):
+        first_bad = int(jax.device_get(state.nonfinite_step))
+        if first_bad >= 0:
+            good = checkpointer.latest_good_step()
+            where = (
+                f"step {good} in {checkpointer.directory}" if good is not None else "none saved"
+            )
+            raise NonFiniteLossError(
+                f"Non-finite loss at step {first_bad} (detected by step {current_step}); "
+                f"last good checkpoint: {where}. Lower the learning rate or check the data."
+            )
+
+    def write_samples(current_step: int):
+        rows = jax.device_get(sample_fn(state.g_ema_params, state.g_ema_buffers))
+        grid = sample_grids.make_grid(rows)
+        path = None
+        if jax.process_index() == 0:
+            path = sample_grids.save_png(
+                grid, os.path.join(workdir, "samples", f"step_{current_step:07d}.png")
+            )
+            sample_grids.save_png(grid, os.path.join(workdir, "samples", "latest.png"))
+        writer.write_images(current_step, {"samples": grid[None]})
+        return path
+
+    # ----- Loop ---------------------------------------------------------------------------
+    try:
+        with metric_writers.ensure_flushes(writer):
+            while step < total_steps:
+                batch = next(train_iter)
+                check_real_batch(batch["image"], config, "input pipeline batch")
+                with jax.transfer_guard("disallow"):
+                    global_batch = parallel.make_global_batch(mesh, batch)
+                    state, metrics = train_step(state, global_batch["image"])
+                history.append(metrics)
+                step += 1
+                report_progress(step)
+                last = step == total_steps
+                over_budget = budget_seconds > 0 and time.time() - start_time > budget_seconds
+                stop = preemption.should_stop(step) or over_budget
+                if step % config.train.log_every_steps == 0 or last or stop:
+                    last_metrics = _mean_metrics(history)
+                    history = []
+                    check_finite(step)
+                    last_metrics["kimg"] = step * config.train.batch_size / 1000.0
+                    writer.write_scalars(step, last_metrics)
+                    console.update(
+                        step,
+                        {
+                            "kimg": f"{last_metrics['kimg']:.1f}",
+                            "D acc": f"{last_metrics['d/accuracy']:.2f}",
+                            "mask": f"{last_metrics['mask/mean']:.2f}",
+                        },
+                    )
+                if config.train.sample_every_steps and (
+                    step % config.train.sample_every_steps == 0 or last or stop
+                ):
+                    sample_png = write_samples(step) or sample_png
+                if checkpointer.should_save(step) or last or stop:
+                    check_finite(step)
+                    checkpointer.save(
+                        step,
+                        state,
+                        extra={"images_seen": step * config.train.batch_size, "data_step": step},
+                        force=True,
+                    )
+                if stop:
+                    interrupted = True
+                    logging.info(
+                        "Stopping at step %d (%s); checkpoint saved.",
+                        step,
+                        "time budget" if over_budget else f"signal {preemption.signal_name}",
+                    )
+                    break
+    finally:
+        console.close()
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+        preemption.close()
+        writer.flush()
+    return TrainResult(
+        state=state,
+        steps=step,
+        images_seen=step * config.train.batch_size,
+        wall_time_seconds=time.time() - start_time,
+        interrupted=interrupted,
+        last_metrics=last_metrics,
+        sample_png=sample_png,
+    )
