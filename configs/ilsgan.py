@@ -22,6 +22,7 @@ import ml_collections
 
 from ilsgan_jax.augment.config import default_ada_config
 from ilsgan_jax.data.config import default_data_config
+from ilsgan_jax.evaluate.segmenter import default_segmenter_config
 
 ESTIMATORS = ("laplace", "gaussian", "neural_laplace", "neural_gaussian")
 
@@ -126,6 +127,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.fid_num_images = 10_000  # generated images for FID during training
     config.eval.batch_size = 64  # evaluation batch
 
+    # --- Segmentation stage (export, U-Net) ----------------------------------------------------
+    config.export = ml_collections.ConfigDict()
+    config.export.num_pairs = 50_000  # synthetic (image, mask) pairs from the EMA generator
+    config.export.shard_size = 1000  # pairs per .npz shard
+    config.export.seed = 0  # latent seed of the export
+    config.export.png = False  # also write PNG files
+    config.segmenter = default_segmenter_config()  # DESIGN.md U-Net: 6000 it, batch 64, Adam 1e-3
+
     if runlocal:
         # 2-core CPU: 32 px, narrow nets, calibrated on the PyTorch reference (see issue 9).
         config.model.z_dim = 64
@@ -142,5 +151,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.synthetic_train_size = 10_000
         config.data.synthetic_test_size = 500
         config.loss.ils.estimator_resolution = 16
+        config.train.time_budget_minutes = 16.0  # demo budget for the GAN stage
+        config.export.num_pairs = 5000
+        config.export.shard_size = 500
+        config.segmenter.widths = (16, 32, 64, 64)
+        config.segmenter.batch_size = 32
+        config.segmenter.num_steps = 1500
+        config.segmenter.lr_decay_steps = 1000
+        config.segmenter.eval_every_steps = 500
         config.loss.ils.estimator_widths = (8, 16, 16)
     return config

@@ -37,6 +37,7 @@ def main(argv):
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     runtime.hide_accelerators_from_tensorflow()
     runtime.setup_compilation_cache()
+    runtime.quiet_library_logs()
     import jax
 
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),

@@ -38,3 +38,26 @@ def hide_accelerators_from_tensorflow() -> None:
         tf.config.set_visible_devices([], "TPU")
     except (RuntimeError, ValueError) as error:  # devices already initialised
         logging.warning("Could not hide accelerators from TensorFlow: %s", error)
+
+
+class _DropChattyLibraryInfo:
+    """logging filter: drops INFO records emitted from the files of very chatty libraries."""
+
+    CHATTY = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+    def filter(self, record) -> bool:
+        import logging as std_logging
+
+        if record.levelno >= std_logging.WARNING:
+            return True
+        return not any(part in record.pathname for part in self.CHATTY)
+
+
+def quiet_library_logs() -> None:
+    """Keeps INFO logs of orbax / tfds (one line per file written or read) off the console;
+    our own INFO lines and every warning still show."""
+    import logging as std_logging
+
+    std_logging.getLogger("absl").addFilter(_DropChattyLibraryInfo())
+    for handler in std_logging.getLogger().handlers:
+        handler.addFilter(_DropChattyLibraryInfo())
