@@ -91,7 +91,7 @@ def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=F
     @jax.jit
     def generate(params, buffers, key):
         z = jax.random.normal(key, (shard_size, config.model.z_dim))
-        layers = generator.apply({"params": params, "buffers": buffers}, z, noise_mode="const")
+        layers = generator.apply({"params": params, **buffers}, z, noise_mode="const")
         return {
             "image": layers["composite"],
             "mask": (layers["mask"] > 0.5).astype(jnp.uint8),

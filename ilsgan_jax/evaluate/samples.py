@@ -22,6 +22,8 @@ def layered_rows(layers: dict, eps=None, *, xint_max=0.0, bg_contrast=0.0) -> di
     """Builds the grid rows from generator layers (`fg_rgb`, `mask`, `bg_rgb`, `composite`),
     all as `[N, H, W, 3]` in [-1, 1]. The shifted composite uses `eps` if the perturbation is
     on (else it repeats the composite)."""
+    if "mask" not in layers:  # a plain generator: the images only
+        return {"composite": layers["composite"]}
     mask = layers["mask"]
     shifted = layers["composite"]
     if eps is not None and (xint_max > 0 or bg_contrast > 0):
@@ -79,7 +81,7 @@ def make_sample_fn(generator, config, num_images: int, seed: int):
 
     @jax.jit
     def sample(params, buffers):
-        layers = generator.apply({"params": params, "buffers": buffers}, z, noise_mode="const")
+        layers = generator.apply({"params": params, **buffers}, z, noise_mode="const")
         return layered_rows(layers, eps, xint_max=loss.xint_max, bg_contrast=loss.bg_contrast)
 
     return sample

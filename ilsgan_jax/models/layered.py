@@ -66,6 +66,40 @@ class StyleGenerator(nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode, return_features=return_features)
 
 
+class PlainGenerator(nn.Module):
+    """A plain (non-layered) StyleGAN2 generator with the layered generators' call signature:
+    `z -> {'composite': [N, R, R, 3]}` (the `stylegan2` system; Labels4Free starts from it)."""
+
+    resolution: int  # output resolution R
+    w_dim: int = 512  # W dimensionality
+    mapping_layers: int = 8  # depth of the mapping network
+    channel_base: int = 16384  # synthesis width rule numerator
+    channel_max: int = 256  # synthesis width cap
+    conv_clamp: float | None = 256.0  # activation clamp
+
+    @nn.compact
+    def __call__(self, z, *, mixing_z=None, mixing_cutoff=None, truncation_psi=1.0,
+                 noise_mode="random", update_w_avg=False):
+        images = StyleGenerator(
+            self.resolution,
+            3,
+            w_dim=self.w_dim,
+            mapping_layers=self.mapping_layers,
+            channel_base=self.channel_base,
+            channel_max=self.channel_max,
+            conv_clamp=self.conv_clamp,
+            name="generator",
+        )(
+            z,
+            mixing_z=mixing_z,
+            mixing_cutoff=mixing_cutoff,
+            truncation_psi=truncation_psi,
+            noise_mode=noise_mode,
+            update_w_avg=update_w_avg,
+        )
+        return {"composite": images}
+
+
 class LayeredGenerator(nn.Module):
     """ILSGAN / PerturbGAN generator: background (3 channels) and foreground (RGB + mask logit)
     generators, each with its own mapping network, driven by the same z."""

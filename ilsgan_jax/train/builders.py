@@ -7,12 +7,15 @@ import ml_collections
 import optax
 
 from ilsgan_jax.models.discriminator import Discriminator
-from ilsgan_jax.models.layered import LayeredGenerator
+from ilsgan_jax.models.layered import LayeredGenerator, PlainGenerator
 from ilsgan_jax.models.mi_estimator import RegionMIEstimator
 from ilsgan_jax.models.synthesis import check_resolution
 from ilsgan_jax.objectives.schedules import lazy_regularisation_adam, r1_gamma_heuristic
 
 ADVERSARIAL_LOSSES = ("ns_r1", "wgan_gp")
+# Systems the shared train step builds: 'ilsgan' (layered; also PerturbGAN's configs) and
+# 'stylegan2' (plain generator: no mask, no perturbation, no ILS).
+SYSTEMS = ("ilsgan", "stylegan2")
 
 
 class Networks(NamedTuple):
@@ -35,7 +38,11 @@ def uses_learned_estimator(config: ml_collections.ConfigDict) -> bool:
 
 def build_networks(config: ml_collections.ConfigDict) -> Networks:
     model, resolution = config.model, config.data.resolution
-    generator = LayeredGenerator(
+    system = config.get("system", "ilsgan")
+    if system not in SYSTEMS:
+        raise ValueError(f"config.system must be one of {SYSTEMS}, got {system!r}")
+    generator_class = PlainGenerator if system == "stylegan2" else LayeredGenerator
+    generator = generator_class(
         resolution,
         w_dim=model.w_dim,
         mapping_layers=model.mapping_layers,

@@ -20,7 +20,9 @@ class TrainState:
     Attributes:
       step: [] int32, train iterations completed.
       images_seen: [] int32, real images consumed (`cur_nimg` of the reference).
-      g_params / g_buffers: generator parameters and buffers (`w_avg`, constant noise).
+      g_params: the generator's trainable parameters.
+      g_buffers: every other variable collection of the generator, e.g.
+        `{'buffers': {w_avg, noise_const}}` (plus frozen pretrained weights for Labels4Free).
       g_ema_params / g_ema_buffers: the exponential moving average of G (used for samples,
         export and FID); buffers are copied from G each step, as the reference does.
       d_params: discriminator parameters.
@@ -51,6 +53,16 @@ class TrainState:
         return jax.random.wrap_key_data(self.rng)
 
 
+def generator_collections(variables) -> dict:
+    """The generator's non-trainable collections (everything but 'params')."""
+    return {name: value for name, value in variables.items() if name != "params"}
+
+
+def generator_variables(params, collections) -> dict:
+    """`{'params': params, **collections}`, ready for `generator.apply`."""
+    return {"params": params, **collections}
+
+
 def create_train_state(
     config: ml_collections.ConfigDict,
     networks: Networks,
@@ -74,9 +86,9 @@ def create_train_state(
         step=jnp.zeros((), jnp.int32),
         images_seen=jnp.zeros((), jnp.int32),
         g_params=g_params,
-        g_buffers=g_variables["buffers"],
+        g_buffers=generator_collections(g_variables),
         g_ema_params=jax.tree.map(jnp.copy, g_params),
-        g_ema_buffers=jax.tree.map(jnp.copy, g_variables["buffers"]),
+        g_ema_buffers=jax.tree.map(jnp.copy, generator_collections(g_variables)),
         d_params=d_params,
         estimator_params=estimator_params,
         g_opt_state=optimizers.generator.init(g_params),

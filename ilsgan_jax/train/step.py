@@ -30,7 +30,7 @@ from ilsgan_jax.objectives.ils import estimator_nll, ils_term
 from ilsgan_jax.objectives.perturbation import perturb_layers, sample_perturbation
 from ilsgan_jax.objectives.schedules import default_ema_kimg, ema_beta, ils_sigma
 from ilsgan_jax.train.builders import Networks, Optimizers, r1_gamma
-from ilsgan_jax.train.state import TrainState
+from ilsgan_jax.train.state import TrainState, generator_variables
 
 Metrics = dict[str, jnp.ndarray]
 NAN_TO_NUM = dict(nan=0.0, posinf=1e5, neginf=-1e5)  # the reference's gradient sanitising
@@ -65,6 +65,7 @@ def make_train_step(
     adversarial = loss_cfg.adversarial
     ema_kimg = config.ema.kimg if config.ema.kimg > 0 else default_ema_kimg(batch)
     n_ws = num_ws(resolution)
+    layered = config.get("system", "ilsgan") != "stylegan2"  # fg/mask/bg layers exist
 
     def generate(g_params, g_buffers, key, update_w_avg=True):
         """G forward for one phase: unperturbed layers, perturbed layers, new buffers."""
@@ -79,7 +80,7 @@ def make_train_step(
                 mixing_cutoff=jnp.where(use, cutoff, n_ws),
             )
         layers, updates = networks.generator.apply(
-            {"params": g_params, "buffers": g_buffers},
+            generator_variables(g_params, g_buffers),
             z,
             update_w_avg=update_w_avg,
             mutable=["buffers"],
@@ -87,14 +88,14 @@ def make_train_step(
             **mixing,
         )
         perturbed = layers
-        if perturb:
+        if perturb and "mask" in layers:
             eps = sample_perturbation(
                 eps_key, batch, xint_max=loss_cfg.xint_max, bg_contrast=loss_cfg.bg_contrast
             )
             perturbed = perturb_layers(
                 layers, eps, xint_max=loss_cfg.xint_max, bg_contrast=loss_cfg.bg_contrast
             )
-        return layers, perturbed, updates["buffers"]
+        return layers, perturbed, {**g_buffers, **updates}
 
     def discriminate(d_params, images, key, p):
         if ada_cfg.mode != "noaug":
@@ -132,14 +133,22 @@ def make_train_step(
             layers, perturbed, buffers = generate(g_params, state.g_buffers, g_key)
             fake_logits = discriminate(state.d_params, perturbed["composite"], g_aug_key, p)
             adv = gan_losses.generator_adversarial_loss(fake_logits, loss_type=adversarial)
-            bin_loss = mask_losses.binarisation_loss(perturbed["mask"])
-            size_loss = mask_losses.min_size_loss(
-                perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=not perturb
-            )
-            total = jnp.mean(adv + loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss)
-            ils_value = jnp.zeros((), jnp.float32)
+            zero = jnp.zeros((), jnp.float32)
+            bin_loss = size_loss = mask_mean = mask_binariness = zero
+            total = jnp.mean(adv)
+            if layered:  # mask regularisers on the (perturbed) mask
+                bin_loss = mask_losses.binarisation_loss(perturbed["mask"])
+                size_loss = mask_losses.min_size_loss(
+                    perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=not perturb
+                )
+                total = total + jnp.mean(
+                    loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss
+                )
+                mask_mean = jnp.mean(layers["mask"])
+                mask_binariness = binariness(layers["mask"])
+            ils_value = zero
             pair_bounds = jnp.zeros((2,), jnp.float32)
-            if ils_cfg.enabled:
+            if ils_cfg.enabled and layered:
                 ils = ils_term(
                     ils_key,
                     layers["fg_rgb"],
@@ -160,8 +169,8 @@ def make_train_step(
                 "g/ils_bg_invis_given_fg_vis": pair_bounds[0],
                 "g/ils_fg_invis_given_bg_vis": pair_bounds[1],
                 "scores/fake_g": jnp.mean(fake_logits),
-                "mask/mean": jnp.mean(layers["mask"]),
-                "mask/binariness": binariness(layers["mask"]),
+                "mask/mean": mask_mean,
+                "mask/binariness": mask_binariness,
             }
             return total, (aux, buffers)
 
@@ -221,7 +230,7 @@ def make_train_step(
 
         # Learned ILS conditional: its NLL on the D-phase layers, D's hyperparameters.
         estimator_params, estimator_opt_state = state.estimator_params, state.estimator_opt_state
-        if networks.estimator is not None:
+        if networks.estimator is not None and layered:
             frozen = jax.tree.map(jax.lax.stop_gradient, d_layers)
 
             def nll_fn(params):
