@@ -62,8 +62,10 @@ def test_shapes_and_parameter_counts(resolution):
     w_dim = 8
     synthesis = SynthesisNetwork(resolution, 4, **TINY)
     ws = jax.random.normal(key, (2, num_ws(resolution), w_dim))
-    variables = synthesis.init({"params": key, "noise": key}, ws)
-    images, features = synthesis.apply(variables, ws, rngs={"noise": key}, return_features=True)
+    variables = jax.jit(synthesis.init)({"params": key, "noise": key}, ws)
+    images, features = jax.jit(
+        lambda v, w: synthesis.apply(v, w, rngs={"noise": key}, return_features=True)
+    )(variables, ws)
     assert images.shape == (2, resolution, resolution, 4)
     assert sorted(features) == [2**i for i in range(2, resolution.bit_length())]
     assert features[resolution].shape == (2, resolution, resolution, min(256 // resolution, 16))
@@ -72,8 +74,8 @@ def test_shapes_and_parameter_counts(resolution):
     )
 
     disc = Discriminator(resolution, 3, **TINY)
-    d_vars = disc.init(key, images[..., :3])
-    logits = disc.apply(d_vars, images[..., :3])
+    d_vars = jax.jit(disc.init)(key, images[..., :3])
+    logits = jax.jit(disc.apply)(d_vars, images[..., :3])
     assert logits.shape == (2,)
     assert count_params(d_vars["params"]) == expected_discriminator_params(resolution, 3, 256, 16)
 
@@ -121,8 +123,8 @@ def test_gradients_are_finite_for_every_parameter():
     synthesis = SynthesisNetwork(16, 4, **TINY)
     disc = Discriminator(16, 3, **TINY)
     ws = jax.random.normal(key, (4, num_ws(16), 8))
-    s_vars = synthesis.init({"params": key, "noise": key}, ws)
-    d_vars = disc.init(key, jnp.zeros((4, 16, 16, 3)))
+    s_vars = jax.jit(synthesis.init)({"params": key, "noise": key}, ws)
+    d_vars = jax.jit(disc.init)(key, jnp.zeros((4, 16, 16, 3)))
 
     def loss(s_params, d_params):
         images = synthesis.apply(
@@ -130,7 +132,7 @@ def test_gradients_are_finite_for_every_parameter():
         )
         return jnp.mean(disc.apply({"params": d_params}, images[..., :3]) ** 2)
 
-    grads = jax.grad(loss, argnums=(0, 1))(s_vars["params"], d_vars["params"])
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(s_vars["params"], d_vars["params"])
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         assert np.all(np.isfinite(leaf)), jax.tree_util.keystr(path)
     # Every conv/affine weight receives signal (noise strengths start at 0 but still get grads).
@@ -162,17 +164,18 @@ def test_noise_modes_and_bad_resolution():
     key = jax.random.key(0)
     synthesis = SynthesisNetwork(16, 3, **TINY)
     ws = jax.random.normal(key, (2, num_ws(16), 8))
-    variables = synthesis.init({"params": key, "noise": key}, ws)
+    variables = jax.jit(synthesis.init)({"params": key, "noise": key}, ws)
     # Give the noise a visible strength, then const mode is deterministic and random mode is not.
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x + 1.0 if "noise_strength" in jax.tree_util.keystr(p) else x,
         variables["params"],
     )
     variables = {"params": params, "buffers": variables["buffers"]}
-    const_a = synthesis.apply(variables, ws, noise_mode="const")
-    const_b = synthesis.apply(variables, ws, noise_mode="const")
-    random_a = synthesis.apply(variables, ws, rngs={"noise": jax.random.key(1)})
-    random_b = synthesis.apply(variables, ws, rngs={"noise": jax.random.key(2)})
+    const = jax.jit(lambda v, w: synthesis.apply(v, w, noise_mode="const"))
+    random = jax.jit(lambda v, w, k: synthesis.apply(v, w, rngs={"noise": k}))
+    const_a, const_b = const(variables, ws), const(variables, ws)
+    random_a = random(variables, ws, jax.random.key(1))
+    random_b = random(variables, ws, jax.random.key(2))
     np.testing.assert_array_equal(np.asarray(const_a), np.asarray(const_b))
     assert float(jnp.abs(random_a - random_b).max()) > 1e-3
     with pytest.raises(ValueError, match="power of two"):
