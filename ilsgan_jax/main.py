@@ -2,7 +2,8 @@ r"""Entry point: `python -m ilsgan_jax.main --mode=train --config=configs/ilsgan
 --workdir=DIR [--config.train.batch_size=64 ...]`.
 
 Modes: train, export, train_segmenter, segment, evaluate, demo (train -> export ->
-train_segmenter -> score; what `make demo` runs). All logic lives in importable modules.
+train_segmenter -> score; what `make demo` runs), train_encoder (PerturbGAN: train and score the
+inversion encoder, configs/perturbgan.py). All logic lives in importable modules.
 """
 
 import os
@@ -10,7 +11,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ("train", "export", "train_segmenter", "segment", "evaluate", "demo")
+MODES = (
+    "train", "export", "train_segmenter", "segment", "evaluate", "demo", "train_encoder"
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (with :variant args).", lock_config=True
@@ -24,7 +27,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
 _INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
 _OUTPUT = flags.DEFINE_string("output", None, "segment: folder for masks and previews.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "segment/export: replace existing outputs.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "segment/export: replace existing outputs; train_encoder: retrain E."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

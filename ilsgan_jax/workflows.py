@@ -374,5 +374,10 @@ def run_mode(mode: str, config, workdir: str, *, input_dir=None, output_dir=None
         logging.info("Evaluation: %s", metrics)
     elif mode == "demo":
         run_demo(config, workdir)
+    elif mode == "train_encoder":
+        from ilsgan_jax.evaluate.inversion import score_encoder
+
+        report = score_encoder(config, workdir, retrain=overwrite)
+        logging.info("Encoder report: %s", json.dumps(report["test"], indent=1))
     else:
         raise ValueError(f"unknown mode {mode!r}")
