@@ -1,0 +1,183 @@
+"""The independence-prior generator (Dai et al., AAAI 2019): K instance providers, a layout
+module and back-to-front composition over a background.
+
+`z: [N, K + 1, z_dim]` (index 0 drives the background, index k the k-th instance) ->
+  'bg_rgb':        [N, R, R, 3]        background, unbounded, lives in [-1, 1]
+  'provider_rgb':  [N, K, R, R, 3]     each instance as its provider drew it (before layout)
+  'provider_mask': [N, K, R, R, 1]     its soft mask in (0, 1) (before layout)
+  'layout_params': [N, K, 4]           unconstrained layout predictions (layout.affine_matrices)
+  'layout_theta':  [N, K, 2, 3]        the sampling matrices applied
+  'fg_rgb':        [N, K, R, R, 3]     instances after layout (zero outside the warped frame)
+  'mask':          [N, K, R, R, 1]     masks after layout, in [0, 1) (zero outside)
+  'union_mask':    [N, R, R, 1]        1 - prod_k (1 - mask_k)
+  'composite':     [N, R, R, 3]        instance 1 over the background, ..., instance K on top
+
+Providers are StyleGAN2 RGBA generators (`StyleGenerator` with 4 channels: RGB + mask logit),
+either one per instance (`share_providers=False`) or one shared generator whose input is
+`z_k + e_k`, with `e_k` a learned provider embedding (`share_providers=True`; all instances run as
+one batch). The layout network reads each instance's w (its first style vector, so truncation
+and style mixing act on the layout too) concatenated with a one-hot provider id, and starts at
+the identity layout. With K = 1, identical z for both layers and zero layout bounds this is the
+ILSGAN `LayeredGenerator` (tests/test_instances.py checks it value for value).
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ilsgan_jax.models import layout
+from ilsgan_jax.models.layered import StyleGenerator
+from ilsgan_jax.objectives.layers_k import composite_back_to_front, union_mask
+
+INSTANCE_LAYER_NAMES = ("bg_rgb", "fg_rgb", "mask", "union_mask", "composite")
+
+
+def _styles(generator: StyleGenerator, z, *, mixing_z, mixing_cutoff, truncation_psi, update_w_avg):
+    """The per-layer styles `ws: [N, num_ws, w_dim]` of `generator`, as StyleGenerator builds
+    them (mapping, truncation, optional style mixing from `mixing_cutoff` on)."""
+    ws = generator.mapping(z, truncation_psi=truncation_psi, update_w_avg=update_w_avg)
+    if mixing_z is not None:
+        mixed = generator.mapping(mixing_z, truncation_psi=truncation_psi)
+        layer = jnp.arange(ws.shape[1])[None, :, None]
+        ws = jnp.where(layer < mixing_cutoff, ws, mixed)
+    return ws
+
+
+class InstanceLayeredGenerator(nn.Module):
+    """Background + K RGBA instance providers + layout (spatial transformer) + composition."""
+
+    resolution: int  # output resolution R
+    num_instances: int = 2  # K, number of instance providers / instances per image
+    share_providers: bool = False  # one provider with a learned embedding per instance
+    w_dim: int = 512  # W dimensionality
+    mapping_layers: int = 8  # depth of each mapping network
+    channel_base: int = 16384  # synthesis width rule numerator
+    channel_max: int = 256  # synthesis width cap
+    conv_clamp: float | None = 256.0  # activation clamp
+    max_rotation: float = 0.0  # layout rotation bound, radians (0 = no rotation)
+    scale_range: Sequence[float] = (1.0, 1.0)  # layout scale bounds (low <= 1 <= high)
+    max_translation: float = 0.0  # layout translation bound, fraction of the image size
+    layout_hidden: int = 64  # width of the layout MLP's hidden layers
+    layout_layers: int = 2  # hidden layers of the layout MLP
+
+    @nn.compact
+    def __call__(
+        self,
+        z: jnp.ndarray,
+        *,
+        mixing_z: jnp.ndarray | None = None,
+        mixing_cutoff=None,
+        truncation_psi=1.0,
+        noise_mode: str = "random",
+        update_w_avg: bool = False,
+    ) -> dict[str, jnp.ndarray]:
+        """Args:
+          z: [N, K + 1, z_dim] float32 ~ N(0, I); [:, 0] background, [:, k] instance k.
+          mixing_z: optional [N, K + 1, z_dim], style-mixing latents (same layout as z).
+          mixing_cutoff: [] int, first style index taken from `mixing_z` (num_ws = no mixing).
+          truncation_psi: truncation towards each mapping network's w_avg (1 = none).
+          noise_mode: 'random' (needs the 'noise' rng), 'const' or 'none'.
+          update_w_avg: move the mapping networks' w_avg buffers ('buffers' must be mutable).
+
+        Returns:
+          The dict of the module docstring.
+        """
+        num_instances = self.num_instances
+        if num_instances < 1:
+            raise ValueError(f"num_instances must be >= 1, got {num_instances}")
+        if z.ndim != 3 or z.shape[1] != num_instances + 1:
+            raise ValueError(
+                f"z must be [N, num_instances + 1 = {num_instances + 1}, z_dim], got {z.shape}"
+            )
+        if mixing_z is not None and mixing_z.shape != z.shape:
+            raise ValueError(f"mixing_z must have z's shape {z.shape}, got {mixing_z.shape}")
+        n, _, z_dim = z.shape
+        size = self.resolution
+        generator_kwargs = dict(
+            w_dim=self.w_dim,
+            mapping_layers=self.mapping_layers,
+            channel_base=self.channel_base,
+            channel_max=self.channel_max,
+            conv_clamp=self.conv_clamp,
+        )
+        style_kwargs = dict(
+            mixing_cutoff=mixing_cutoff, truncation_psi=truncation_psi, update_w_avg=update_w_avg
+        )
+
+        def latent(array, index):
+            return None if array is None else array[:, index]
+
+        background = StyleGenerator(size, 3, name="background", **generator_kwargs)
+        bg_ws = _styles(background, z[:, 0], mixing_z=latent(mixing_z, 0), **style_kwargs)
+        bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+
+        if self.share_providers:
+            provider = StyleGenerator(size, 4, name="provider", **generator_kwargs)
+            embedding = self.param(
+                "provider_embedding", nn.initializers.normal(1.0), (num_instances, z_dim)
+            )
+
+            def flatten(array):  # [N, K + 1, D] -> instances as one batch [N * K, D]
+                return (array[:, 1:] + embedding[None]).reshape(n * num_instances, z_dim)
+
+            ws = _styles(
+                provider,
+                flatten(z),
+                mixing_z=None if mixing_z is None else flatten(mixing_z),
+                **style_kwargs,
+            )
+            rgba = provider.synthesis(ws, noise_mode=noise_mode)
+            rgba = rgba.reshape((n, num_instances) + rgba.shape[1:])
+            instance_w = ws[:, 0].reshape(n, num_instances, -1)
+        else:
+            rgbas, instance_ws = [], []
+            for index in range(num_instances):
+                provider = StyleGenerator(size, 4, name=f"provider{index}", **generator_kwargs)
+                ws = _styles(
+                    provider,
+                    z[:, index + 1],
+                    mixing_z=latent(mixing_z, index + 1),
+                    **style_kwargs,
+                )
+                rgbas.append(provider.synthesis(ws, noise_mode=noise_mode))
+                instance_ws.append(ws[:, 0])
+            rgba = jnp.stack(rgbas, axis=1)
+            instance_w = jnp.stack(instance_ws, axis=1)
+        provider_rgb = rgba[..., :3]
+        provider_mask = jax.nn.sigmoid(rgba[..., 3:])
+
+        provider_id = jnp.broadcast_to(
+            jnp.eye(num_instances, dtype=instance_w.dtype)[None], (n, num_instances, num_instances)
+        )
+        layout_params = layout.LayoutNetwork(
+            hidden_features=self.layout_hidden,
+            num_hidden_layers=self.layout_layers,
+            name="layout",
+        )(jnp.concatenate([instance_w, provider_id], axis=-1))
+        theta = layout.affine_matrices(
+            layout_params,
+            max_rotation=self.max_rotation,
+            scale_range=tuple(self.scale_range),
+            max_translation=self.max_translation,
+        )
+        # RGB and mask move together: one warp of the RGBA stack, all instances as one batch.
+        rgba_after = layout.warp(
+            jnp.concatenate([provider_rgb, provider_mask], axis=-1).reshape(
+                (n * num_instances, size, size, 4)
+            ),
+            theta.reshape(n * num_instances, 2, 3),
+        ).reshape((n, num_instances, size, size, 4))
+        fg_rgb, mask = rgba_after[..., :3], rgba_after[..., 3:]
+        return {
+            "bg_rgb": bg_rgb,
+            "provider_rgb": provider_rgb,
+            "provider_mask": provider_mask,
+            "layout_params": layout_params,
+            "layout_theta": theta,
+            "fg_rgb": fg_rgb,
+            "mask": mask,
+            "union_mask": union_mask(mask),
+            "composite": composite_back_to_front(bg_rgb, fg_rgb, mask),
+        }

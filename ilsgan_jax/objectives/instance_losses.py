@@ -1,0 +1,129 @@
+"""Per-instance losses of the independence-prior GAN (Dai et al., AAAI 2019).
+
+- Area penalty: `lambda_area * sum_k mean_{HW} m_k`, per sample. Every provider is pushed to
+  the smallest mask that still makes the composite look real, i.e. one that covers exactly one
+  whole instance.
+- Binarisation (optional): ILSGAN's `mean_{HW} min(m, 1 - m)` on every instance, summed over k.
+- Pairwise ILS (optional, our addition; not in Dai et al.): ILSGAN's ILS term between every
+  instance and "the rest of the scene". For instance k the foreground layer is (f_k, m_k) and
+  the background layer is the back-to-front composite of the background and all other instances
+  (`layers_k.composite_without`), i.e. what the image shows where instance k is not drawn. So
+  the pixels instance k covers must carry no information about the scene it hides and vice
+  versa, which is the two-layer ILS with the other instances folded into the background. The
+  masks are the instances' own (not their visible parts under later instances): occlusion by
+  later instances is part of "the rest of the scene" only through the composite. The bounds of
+  all instances are summed (K = 1: exactly ILSGAN's term).
+
+Which masks to penalise is the caller's choice: `provider_mask` (before layout) does not reward
+the layout for shrinking instances or pushing them out of the frame; `mask` (after layout)
+measures the area actually drawn. The config field `loss.area_mask` names the choice.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ilsgan_jax.objectives import ils, mask_losses
+from ilsgan_jax.objectives.layers_k import composite_without
+
+
+def _check_masks(masks: jnp.ndarray) -> None:
+    if masks.ndim != 5 or masks.shape[-1] != 1:
+        raise ValueError(f"masks must be [N, K, H, W, 1], got shape {masks.shape}")
+
+
+def instance_areas(masks: jnp.ndarray) -> jnp.ndarray:
+    """Mean coverage of every instance's mask.
+
+    Args:
+      masks: [N, K, H, W, 1] float32 in [0, 1].
+
+    Returns:
+      [N, K] float32 in [0, 1], `mean_{HW} m_k`.
+    """
+    _check_masks(masks)
+    return jnp.mean(masks, axis=(2, 3, 4))
+
+
+def area_penalty(masks: jnp.ndarray, *, weight: float | jnp.ndarray) -> jnp.ndarray:
+    """`weight * sum_k mean_{HW} m_k` per sample.
+
+    Args:
+      masks: [N, K, H, W, 1] float32 in [0, 1].
+      weight: lambda_area (>= 0).
+
+    Returns:
+      [N] float32 in [0, weight * K].
+    """
+    return weight * jnp.sum(instance_areas(masks), axis=1)
+
+
+def instance_binarisation(masks: jnp.ndarray) -> jnp.ndarray:
+    """`sum_k mean_{HW} min(m_k, 1 - m_k)` per sample (ILSGAN's binarisation on each instance).
+
+    Args:
+      masks: [N, K, H, W, 1] float32 in [0, 1].
+
+    Returns:
+      [N] float32 in [0, 0.5 K].
+    """
+    _check_masks(masks)
+    n, k = masks.shape[:2]
+    per_instance = mask_losses.binarisation_loss(masks.reshape((n * k,) + masks.shape[2:]))
+    return jnp.sum(per_instance.reshape(n, k), axis=1)
+
+
+class PairwiseIlsResult(NamedTuple):
+    """loss: [] float32, sigma * sum of all bounds (minimised by G).
+    instance_bounds: [K, 2] float32, per instance the two CLUB bounds in `ils.PAIR_NAMES` order
+    (instance k as foreground, the rest of the scene as background), without sigma."""
+
+    loss: jnp.ndarray
+    instance_bounds: jnp.ndarray
+
+
+def pairwise_ils(
+    key: jax.Array,
+    bg_rgb: jnp.ndarray,
+    fg_rgbs: jnp.ndarray,
+    masks: jnp.ndarray,
+    *,
+    sigma: float | jnp.ndarray,
+    estimator: str = "laplace",
+    neg_weight: float = 1.0,
+    estimator_fn: ils.EstimatorFn | None = None,
+) -> PairwiseIlsResult:
+    """ILS between every instance and the composite of everything else (module docstring).
+
+    Args:
+      key: PRNG key; split into one key per instance (K > 1) for `ils.ils_term`'s permutations.
+      bg_rgb: [N, H, W, 3] float32; fg_rgbs: [N, K, H, W, 3] float32 (unbounded, valid range
+        (-1, 1)); masks: [N, K, H, W, 1] float32 in [0, 1]. Pass the unperturbed layers after
+        layout ('bg_rgb', 'fg_rgb', 'mask' of InstanceLayeredGenerator).
+      sigma, estimator, neg_weight, estimator_fn: as in `ils.ils_term` (one estimator for all
+        instances).
+
+    Returns:
+      PairwiseIlsResult(loss [], instance_bounds [K, 2]).
+    """
+    _check_masks(masks)
+    num_instances = fg_rgbs.shape[1]
+    bounds = []
+    # K = 1 uses `key` itself, so the term is value for value ILSGAN's `ils_term(key, ...)`.
+    keys = [key] if num_instances == 1 else list(jax.random.split(key, num_instances))
+    for instance, instance_key in enumerate(keys):
+        rest_of_scene = composite_without(bg_rgb, fg_rgbs, masks, instance)
+        result = ils.ils_term(
+            instance_key,
+            fg_rgbs[:, instance],
+            rest_of_scene,
+            masks[:, instance],
+            sigma=1.0,
+            estimator=estimator,
+            neg_weight=neg_weight,
+            estimator_fn=estimator_fn,
+        )
+        bounds.append(result.pair_bounds)
+    instance_bounds = jnp.stack(bounds)
+    return PairwiseIlsResult(loss=sigma * jnp.sum(instance_bounds), instance_bounds=instance_bounds)

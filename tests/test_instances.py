@@ -1,0 +1,257 @@
+"""K-instance layered generator, back-to-front composition and the per-instance losses."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ilsgan_jax.models.instances import InstanceLayeredGenerator
+from ilsgan_jax.models.layered import LayeredGenerator
+from ilsgan_jax.objectives import ils, instance_losses, mask_losses
+from ilsgan_jax.objectives.composite import composite
+from ilsgan_jax.objectives.layers_k import composite_back_to_front, composite_without, union_mask
+
+RES = 16
+TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=8, conv_clamp=256.0)
+BOUNDS = dict(max_rotation=0.4, scale_range=(0.8, 1.25), max_translation=0.2)
+Z_DIM = 16
+
+
+def random_layers(seed, n=3, k=3, size=8):
+    rng = np.random.default_rng(seed)
+    bg = rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+    fgs = rng.uniform(-1, 1, (n, k, size, size, 3)).astype(np.float32)
+    masks = rng.uniform(0, 1, (n, k, size, size, 1)).astype(np.float32)
+    return bg, fgs, masks
+
+
+def numpy_back_to_front(bg, fgs, masks):
+    """Reference: per pixel, paint instance 0 first; 'over' each earlier result."""
+    out = bg.astype(np.float64).copy()
+    for index in range(fgs.shape[1]):
+        out = masks[:, index] * fgs[:, index] + (1 - masks[:, index]) * out
+    return out
+
+
+def numpy_closed_form(bg, fgs, masks):
+    """The same composite as a weighted sum: instance k's weight is m_k prod_{j>k} (1 - m_j)."""
+    k = fgs.shape[1]
+    result = bg * np.prod(1 - masks, axis=1)
+    for index in range(k):
+        weight = masks[:, index] * np.prod(1 - masks[:, index + 1 :], axis=1)
+        result = result + weight * fgs[:, index]
+    return result
+
+
+# ------------------------------------------------------------------------------ composition
+
+
+def test_composite_back_to_front_matches_numpy():
+    bg, fgs, masks = random_layers(0)
+    result = np.asarray(composite_back_to_front(bg, fgs, masks))
+    np.testing.assert_allclose(result, numpy_back_to_front(bg, fgs, masks), atol=1e-6)
+    np.testing.assert_allclose(result, numpy_closed_form(bg, fgs, masks), atol=1e-5)
+
+
+def test_last_instance_is_on_top():
+    bg, fgs, masks = random_layers(1, k=2)
+    masks[:, 1] = 1.0  # an opaque top instance hides everything below it
+    np.testing.assert_allclose(np.asarray(composite_back_to_front(bg, fgs, masks)), fgs[:, 1])
+
+
+def test_union_mask_and_composite_without():
+    bg, fgs, masks = random_layers(2)
+    np.testing.assert_allclose(
+        np.asarray(union_mask(masks)), 1 - np.prod(1 - masks, axis=1), atol=1e-6
+    )
+    for instance in range(3):
+        others = [i for i in range(3) if i != instance]
+        expected = numpy_back_to_front(bg, fgs[:, others], masks[:, others])
+        np.testing.assert_allclose(
+            np.asarray(composite_without(bg, fgs, masks, instance)), expected, atol=1e-6
+        )
+    # One instance: the union is its mask and the composite is ILSGAN's two-layer composite.
+    np.testing.assert_array_equal(np.asarray(union_mask(masks[:, :1])), masks[:, 0])
+    np.testing.assert_array_equal(
+        np.asarray(composite_back_to_front(bg, fgs[:, :1], masks[:, :1])),
+        np.asarray(composite(fgs[:, 0], masks[:, 0], bg)),
+    )
+
+
+# ------------------------------------------------------------------------------ generator
+
+
+def init_generator(generator, z, seed=0):
+    init = jax.jit(functools.partial(generator.init, noise_mode="const"))
+    return init({"params": jax.random.key(seed), "noise": jax.random.key(seed + 1)}, z)
+
+
+def apply_generator(generator, variables, z):
+    return jax.jit(functools.partial(generator.apply, noise_mode="const"))(variables, z)
+
+
+@functools.cache
+def k2_model(share_providers):
+    generator = InstanceLayeredGenerator(
+        RES, num_instances=2, share_providers=share_providers, **TINY, **BOUNDS
+    )
+    z = jax.random.normal(jax.random.key(3), (2, 3, Z_DIM))
+    return generator, z, init_generator(generator, z)
+
+
+@pytest.mark.parametrize("share_providers", [False, True])
+def test_output_shapes_ranges_and_consistency(share_providers):
+    generator, z, variables = k2_model(share_providers)
+    layers = apply_generator(generator, variables, z)
+    n, k = 2, 2
+    expected_shapes = {
+        "bg_rgb": (n, RES, RES, 3),
+        "provider_rgb": (n, k, RES, RES, 3),
+        "provider_mask": (n, k, RES, RES, 1),
+        "layout_params": (n, k, 4),
+        "layout_theta": (n, k, 2, 3),
+        "fg_rgb": (n, k, RES, RES, 3),
+        "mask": (n, k, RES, RES, 1),
+        "union_mask": (n, RES, RES, 1),
+        "composite": (n, RES, RES, 3),
+    }
+    assert {name: value.shape for name, value in layers.items()} == expected_shapes
+    mask = np.asarray(layers["mask"])
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
+    np.testing.assert_allclose(
+        np.asarray(layers["composite"]),
+        numpy_back_to_front(
+            np.asarray(layers["bg_rgb"]), np.asarray(layers["fg_rgb"]), mask
+        ),
+        atol=1e-5,
+    )
+    # A fresh layout network predicts the identity: layout changes nothing at initialisation.
+    np.testing.assert_array_equal(np.asarray(layers["layout_params"]), 0.0)
+    np.testing.assert_array_equal(mask, np.asarray(layers["provider_mask"]))
+    # Instances get their own latents: the two instances differ.
+    assert np.abs(np.asarray(layers["provider_rgb"][:, 0] - layers["provider_rgb"][:, 1])).max() > 1e-3
+    params = variables["params"]
+    if share_providers:
+        assert set(params) == {"background", "provider", "provider_embedding", "layout"}
+        assert params["provider_embedding"].shape == (k, Z_DIM)
+    else:
+        assert set(params) == {"background", "provider0", "provider1", "layout"}
+
+
+def test_k1_identity_layout_is_the_ilsgan_generator():
+    """K = 1, the same z for both layers, ILSGAN's parameters copied in: every output equals
+    LayeredGenerator's (composite(fg, mask, bg)), whatever the layout bounds."""
+    instance_generator = InstanceLayeredGenerator(RES, num_instances=1, **TINY, **BOUNDS)
+    layered = LayeredGenerator(RES, **TINY)
+    z = jax.random.normal(jax.random.key(4), (3, Z_DIM))
+    z_instances = jnp.stack([z, z], axis=1)
+    variables = init_generator(instance_generator, z_instances)
+    ilsgan_variables = init_generator(layered, z, seed=7)
+    for collection in ("params", "buffers"):
+        variables[collection]["background"] = ilsgan_variables[collection]["background"]
+        variables[collection]["provider0"] = ilsgan_variables[collection]["foreground"]
+    layers = apply_generator(instance_generator, variables, z_instances)
+    expected = apply_generator(layered, ilsgan_variables, z)
+    np.testing.assert_array_equal(np.asarray(layers["bg_rgb"]), np.asarray(expected["bg_rgb"]))
+    np.testing.assert_array_equal(np.asarray(layers["fg_rgb"][:, 0]), np.asarray(expected["fg_rgb"]))
+    np.testing.assert_array_equal(np.asarray(layers["mask"][:, 0]), np.asarray(expected["mask"]))
+    np.testing.assert_array_equal(np.asarray(layers["union_mask"]), np.asarray(expected["mask"]))
+    np.testing.assert_allclose(
+        np.asarray(layers["composite"]),
+        np.asarray(composite(expected["fg_rgb"], expected["mask"], expected["bg_rgb"])),
+        atol=1e-6,
+    )
+
+
+def test_gradients_reach_the_layout_network():
+    """Through warp + composition: d(loss)/d(layout params) is nonzero for the output layer and
+    matches a central difference along the gradient of its kernel.
+
+    The output bias is moved off zero first: at the identity every sample sits exactly on a
+    pixel, where bilinear sampling has a kink (its gradient there is the one-sided difference
+    towards the next pixel), so a central difference would not be its derivative."""
+    generator, z, variables = k2_model(False)
+    target = jax.random.normal(jax.random.key(5), (2, RES, RES, 3))
+
+    @jax.jit
+    def loss(layout_params):
+        params = dict(variables["params"], layout=layout_params)
+        layers = generator.apply(dict(variables, params=params), z, noise_mode="const")
+        return jnp.mean(jnp.square(layers["composite"] - target))
+
+    layout_params = jax.tree.map(lambda p: p, variables["params"]["layout"])
+    layout_params["output"] = dict(
+        layout_params["output"], bias=jnp.array([0.131, -0.087, 0.113, -0.071])
+    )
+    grads = jax.jit(jax.grad(loss))(layout_params)
+    kernel_grad = np.asarray(grads["output"]["kernel"])
+    assert np.abs(kernel_grad).max() > 1e-5
+    assert np.abs(np.asarray(grads["output"]["bias"])).max() > 1e-5
+    # Directional derivative along the kernel gradient vs a central difference.
+    step = 1e-2 / np.linalg.norm(kernel_grad)
+    direction = jax.tree.map(jnp.zeros_like, layout_params)
+    direction["output"]["kernel"] = jnp.asarray(kernel_grad)
+    shifted = lambda sign: jax.tree.map(lambda p, d: p + sign * step * d, layout_params, direction)  # noqa: E731
+    numeric = (loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * step)
+    np.testing.assert_allclose(float(numeric), float(np.sum(kernel_grad**2)), rtol=0.1)
+
+
+def test_bad_latent_shape_raises():
+    generator, _, variables = k2_model(False)
+    with pytest.raises(ValueError, match="z must be"):
+        apply_generator(generator, variables, jnp.zeros((2, 2, Z_DIM)))
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def test_area_penalty_and_binarisation_match_numpy():
+    _, _, masks = random_layers(6, n=4, k=3)
+    weight = 0.3
+    np.testing.assert_allclose(
+        np.asarray(instance_losses.area_penalty(masks, weight=weight)),
+        weight * masks.mean(axis=(2, 3, 4)).sum(axis=1),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        np.asarray(instance_losses.instance_areas(masks)), masks.mean(axis=(2, 3, 4)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(instance_losses.instance_binarisation(masks)),
+        np.minimum(masks, 1 - masks).mean(axis=(2, 3, 4)).sum(axis=1),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="masks"):
+        instance_losses.area_penalty(masks[:, 0], weight=1.0)
+
+
+def test_pairwise_ils_is_ilsgan_ils_per_instance():
+    bg, fgs, masks = random_layers(7, n=4, k=3)
+    key = jax.random.key(8)
+    result = instance_losses.pairwise_ils(key, bg, fgs, masks, sigma=0.5)
+    for instance, instance_key in enumerate(jax.random.split(key, 3)):
+        expected = ils.ils_term(
+            instance_key,
+            fgs[:, instance],
+            composite_without(bg, fgs, masks, instance),
+            masks[:, instance],
+            sigma=1.0,
+        )
+        np.testing.assert_allclose(
+            np.asarray(result.instance_bounds[instance]), np.asarray(expected.pair_bounds), rtol=1e-6
+        )
+    np.testing.assert_allclose(
+        float(result.loss), 0.5 * float(np.sum(result.instance_bounds)), rtol=1e-6
+    )
+    # K = 1: exactly ILSGAN's term with the same key.
+    single = instance_losses.pairwise_ils(key, bg, fgs[:, :1], masks[:, :1], sigma=0.5)
+    ilsgan = ils.ils_term(key, fgs[:, 0], bg, masks[:, 0], sigma=0.5)
+    np.testing.assert_allclose(float(single.loss), float(ilsgan.loss), rtol=1e-6)
+    # The per-instance binarisation equals ILSGAN's, summed over instances.
+    np.testing.assert_allclose(
+        np.asarray(instance_losses.instance_binarisation(masks)),
+        sum(np.asarray(mask_losses.binarisation_loss(masks[:, i])) for i in range(3)),
+        rtol=1e-6,
+    )
