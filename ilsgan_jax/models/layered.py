@@ -55,15 +55,22 @@ class StyleGenerator(nn.Module):
         noise_mode="random",
         update_w_avg=False,
         return_features=False,
+        zero_const_features=False,
     ):
         """Style mixing: if `mixing_z` is given, ws from index `mixing_cutoff` ([] int, traced ok;
-        `num_ws` = no mixing) on come from `mixing_z` (whose w never updates `w_avg`)."""
+        `num_ws` = no mixing) on come from `mixing_z` (whose w never updates `w_avg`).
+        `zero_const_features`: zero the 4x4 block's features (see `SynthesisNetwork`)."""
         ws = self.mapping(z, truncation_psi=truncation_psi, update_w_avg=update_w_avg)
         if mixing_z is not None:
             mixed = self.mapping(mixing_z, truncation_psi=truncation_psi)
             layer = jnp.arange(ws.shape[1])[None, :, None]
             ws = jnp.where(layer < mixing_cutoff, ws, mixed)
-        return self.synthesis(ws, noise_mode=noise_mode, return_features=return_features)
+        return self.synthesis(
+            ws,
+            noise_mode=noise_mode,
+            return_features=return_features,
+            zero_const_features=zero_const_features,
+        )
 
 
 class PlainGenerator(nn.Module):

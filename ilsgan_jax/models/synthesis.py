@@ -123,8 +123,9 @@ class SynthesisBlock(nn.Module):
         return 1 if self.in_channels == 0 else 2
 
     @nn.compact
-    def __call__(self, x, img, ws: jnp.ndarray, noise_mode: str = "random"):
-        """ws: `[N, num_conv + 1, w_dim]`. Returns `(features, img)`."""
+    def __call__(self, x, img, ws: jnp.ndarray, noise_mode: str = "random", zero_features=False):
+        """ws: `[N, num_conv + 1, w_dim]`. Returns `(features, img)`. `zero_features` replaces this
+        block's features by zeros before its ToRGB and the next block (Labels4Free background)."""
         w_index = 0
         if self.in_channels == 0:
             const = self.param(
@@ -151,6 +152,8 @@ class SynthesisBlock(nn.Module):
             name="conv1",
         )(x, ws[:, w_index], noise_mode)
         w_index += 1
+        if zero_features:
+            x = jnp.zeros_like(x)
         if img is not None:
             img = fir.upsample2d(img, fir.setup_filter(self.resample_filter))
         rgb = ToRGBLayer(self.img_channels, conv_clamp=self.conv_clamp, name="torgb")(
@@ -175,8 +178,16 @@ class SynthesisNetwork(nn.Module):
         return num_ws(self.img_resolution)
 
     @nn.compact
-    def __call__(self, ws: jnp.ndarray, noise_mode: str = "random", return_features=False):
-        """Returns images `[N, R, R, C]`, plus `{resolution: [N, r, r, ch]}` if return_features."""
+    def __call__(
+        self,
+        ws: jnp.ndarray,
+        noise_mode: str = "random",
+        return_features=False,
+        zero_const_features=False,
+    ):
+        """Returns images `[N, R, R, C]`, plus `{resolution: [N, r, r, ch]}` if return_features.
+        `zero_const_features` zeroes the 4x4 block's output features (the Labels4Free background:
+        only noise, biases and the later layers' styles remain)."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be [N, {self.num_ws}, w_dim], got {ws.shape}")
         x = img = None
@@ -195,7 +206,9 @@ class SynthesisNetwork(nn.Module):
                 name=f"b{resolution}",
             )
             block_ws = ws[:, w_index : w_index + block.num_conv + 1]
-            x, img = block(x, img, block_ws, noise_mode)
+            x, img = block(
+                x, img, block_ws, noise_mode, zero_features=zero_const_features and x is None
+            )
             features[resolution] = x
             w_index += block.num_conv
             previous_channels = channels
