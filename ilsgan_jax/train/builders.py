@@ -6,6 +6,7 @@ import flax.linen as nn
 import ml_collections
 import optax
 
+from ilsgan_jax.models.alpha_network import Labels4FreeGenerator
 from ilsgan_jax.models.discriminator import Discriminator
 from ilsgan_jax.models.layered import LayeredGenerator, PlainGenerator
 from ilsgan_jax.models.mi_estimator import RegionMIEstimator
@@ -14,8 +15,9 @@ from ilsgan_jax.objectives.schedules import lazy_regularisation_adam, r1_gamma_h
 
 ADVERSARIAL_LOSSES = ("ns_r1", "wgan_gp")
 # Systems the shared train step builds: 'ilsgan' (layered; also PerturbGAN's configs) and
-# 'stylegan2' (plain generator: no mask, no perturbation, no ILS).
-SYSTEMS = ("ilsgan", "stylegan2")
+# 'stylegan2' (plain generator: no mask, no perturbation, no ILS); 'labels4free' (frozen pretrained
+# StyleGAN2 + trainable alpha network, see models/alpha_network.py).
+SYSTEMS = ("ilsgan", "stylegan2", "labels4free")
 
 
 class Networks(NamedTuple):
@@ -41,15 +43,23 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
     system = config.get("system", "ilsgan")
     if system not in SYSTEMS:
         raise ValueError(f"config.system must be one of {SYSTEMS}, got {system!r}")
-    generator_class = PlainGenerator if system == "stylegan2" else LayeredGenerator
-    generator = generator_class(
-        resolution,
+    generator_kwargs = dict(
         w_dim=model.w_dim,
         mapping_layers=model.mapping_layers,
         channel_base=model.channel_base,
         channel_max=model.channel_max,
         conv_clamp=model.conv_clamp,
     )
+    if system == "labels4free":
+        generator = Labels4FreeGenerator(
+            resolution,
+            truncation_psi=config.labels4free.truncation_psi,
+            min_feature_resolution=config.labels4free.min_feature_resolution,
+            **generator_kwargs,
+        )
+    else:
+        generator_class = PlainGenerator if system == "stylegan2" else LayeredGenerator
+        generator = generator_class(resolution, **generator_kwargs)
     discriminator = Discriminator(
         resolution,
         3,
