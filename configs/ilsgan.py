@@ -82,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.bin_weight = 2.0  # weight of the mask binarisation loss
     config.loss.msize_weight = 2.0  # weight of the minimum mask size loss
     config.loss.min_msize = 0.25  # minimum mean mask coverage
+    config.loss.bg_area_weight = 0.0  # weight of relu(bg_area - (1 - mean m)), Labels4Free; 0 = off
+    config.loss.bg_area = 0.75  # minimum mean background coverage of that term
     config.loss.ils = ml_collections.ConfigDict()
     config.loss.ils.enabled = args.get("ils", "1") not in ("0", "false", "False")  # ILS on/off
     config.loss.ils.estimator = args.get("estimator", "laplace")  # CLUB conditional

@@ -66,6 +66,11 @@ def make_train_step(
     ema_kimg = config.ema.kimg if config.ema.kimg > 0 else default_ema_kimg(batch)
     n_ws = num_ws(resolution)
     layered = config.get("system", "ilsgan") != "stylegan2"  # fg/mask/bg layers exist
+    # Background min-size term inside min_size_loss: the ILSGAN reference adds it when the
+    # perturbation is off; Labels4Free has only the foreground term (its own background-area term
+    # is `bg_area_weight * relu(bg_area - (1 - mean m))` below).
+    symmetric_min_size = loss_cfg.get("min_msize_symmetric", not perturb)
+    bg_area_weight = loss_cfg.get("bg_area_weight", 0.0)
 
     def generate(g_params, g_buffers, key, update_w_avg=True):
         """G forward for one phase: unperturbed layers, perturbed layers, new buffers."""
@@ -139,11 +144,16 @@ def make_train_step(
             if layered:  # mask regularisers on the (perturbed) mask
                 bin_loss = mask_losses.binarisation_loss(perturbed["mask"])
                 size_loss = mask_losses.min_size_loss(
-                    perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=not perturb
+                    perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=symmetric_min_size
                 )
                 total = total + jnp.mean(
                     loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss
                 )
+                if bg_area_weight > 0:  # Labels4Free's minimum background area
+                    bg_area_loss = jax.nn.relu(
+                        loss_cfg.bg_area - (1.0 - jnp.mean(perturbed["mask"], axis=(1, 2, 3)))
+                    )
+                    total = total + bg_area_weight * jnp.mean(bg_area_loss)
                 mask_mean = jnp.mean(layers["mask"])
                 mask_binariness = binariness(layers["mask"])
             ils_value = zero
