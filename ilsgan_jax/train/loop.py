@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from ilsgan_jax import parallel
+from ilsgan_jax import labels4free, parallel
 from ilsgan_jax.data import input_pipeline
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.train import builders, checkpointing
@@ -60,12 +60,18 @@ def check_real_batch(images: np.ndarray, config: ml_collections.ConfigDict, wher
 
 
 def init_state(config, networks, optimizers, mesh) -> TrainState:
-    """Builds the train state directly on the devices, replicated."""
+    """Builds the train state directly on the devices, replicated. Labels4Free: the frozen
+    generator is the pretrained one from `config.labels4free.pretrained_workdir`."""
     init = jax.jit(
         lambda key: create_train_state(config, networks, optimizers, key),
         out_shardings=parallel.replicated_sharding(mesh),
     )
-    return init(jax.random.key(config.seed))
+    state = init(jax.random.key(config.seed))
+    if config.get("system", "ilsgan") == "labels4free":
+        state = labels4free.with_pretrained_generator(
+            state, labels4free.load_pretrained_generator(config)
+        )
+    return state
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
