@@ -1,13 +1,18 @@
 """K-instance layered generator, back-to-front composition and the per-instance losses."""
 
 import functools
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ilsgan_jax.models.instances import InstanceLayeredGenerator
+from ilsgan_jax.models.instances import (
+    InstanceLayeredGenerator,
+    instance_generator_from_config,
+)
 from ilsgan_jax.models.layered import LayeredGenerator
 from ilsgan_jax.objectives import ils, instance_losses, mask_losses
 from ilsgan_jax.objectives.composite import composite
@@ -131,7 +136,8 @@ def test_output_shapes_ranges_and_consistency(share_providers):
     np.testing.assert_array_equal(np.asarray(layers["layout_params"]), 0.0)
     np.testing.assert_array_equal(mask, np.asarray(layers["provider_mask"]))
     # Instances get their own latents: the two instances differ.
-    assert np.abs(np.asarray(layers["provider_rgb"][:, 0] - layers["provider_rgb"][:, 1])).max() > 1e-3
+    provider_rgb = np.asarray(layers["provider_rgb"])
+    assert np.abs(provider_rgb[:, 0] - provider_rgb[:, 1]).max() > 1e-3
     params = variables["params"]
     if share_providers:
         assert set(params) == {"background", "provider", "provider_embedding", "layout"}
@@ -155,7 +161,9 @@ def test_k1_identity_layout_is_the_ilsgan_generator():
     layers = apply_generator(instance_generator, variables, z_instances)
     expected = apply_generator(layered, ilsgan_variables, z)
     np.testing.assert_array_equal(np.asarray(layers["bg_rgb"]), np.asarray(expected["bg_rgb"]))
-    np.testing.assert_array_equal(np.asarray(layers["fg_rgb"][:, 0]), np.asarray(expected["fg_rgb"]))
+    np.testing.assert_array_equal(
+        np.asarray(layers["fg_rgb"][:, 0]), np.asarray(expected["fg_rgb"])
+    )
     np.testing.assert_array_equal(np.asarray(layers["mask"][:, 0]), np.asarray(expected["mask"]))
     np.testing.assert_array_equal(np.asarray(layers["union_mask"]), np.asarray(expected["mask"]))
     np.testing.assert_allclose(
@@ -193,7 +201,9 @@ def test_gradients_reach_the_layout_network():
     step = 1e-2 / np.linalg.norm(kernel_grad)
     direction = jax.tree.map(jnp.zeros_like, layout_params)
     direction["output"]["kernel"] = jnp.asarray(kernel_grad)
-    shifted = lambda sign: jax.tree.map(lambda p, d: p + sign * step * d, layout_params, direction)  # noqa: E731
+    def shifted(sign):
+        return jax.tree.map(lambda p, d: p + sign * step * d, layout_params, direction)
+
     numeric = (loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * step)
     np.testing.assert_allclose(float(numeric), float(np.sum(kernel_grad**2)), rtol=0.1)
 
@@ -240,7 +250,9 @@ def test_pairwise_ils_is_ilsgan_ils_per_instance():
             sigma=1.0,
         )
         np.testing.assert_allclose(
-            np.asarray(result.instance_bounds[instance]), np.asarray(expected.pair_bounds), rtol=1e-6
+            np.asarray(result.instance_bounds[instance]),
+            np.asarray(expected.pair_bounds),
+            rtol=1e-6,
         )
     np.testing.assert_allclose(
         float(result.loss), 0.5 * float(np.sum(result.instance_bounds)), rtol=1e-6
@@ -255,3 +267,43 @@ def test_pairwise_ils_is_ilsgan_ils_per_instance():
         sum(np.asarray(mask_losses.binarisation_loss(masks[:, i])) for i in range(3)),
         rtol=1e-6,
     )
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def load_config_module():
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "independence_prior.py")
+    spec = importlib.util.spec_from_file_location("independence_prior_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_builds_the_generator_it_describes():
+    config = load_config_module().get_config("runlocal,k=3,share=1,ils=pairwise")
+    assert config.system == "independence_prior" and config.data.name == "single_image"
+    assert config.loss.ils.enabled and config.loss.xint_max == 0.0
+    generator = instance_generator_from_config(config)
+    assert generator.num_instances == 3 and generator.share_providers
+    assert generator.resolution == config.data.resolution
+    assert tuple(generator.scale_range) == tuple(config.model.layout.scale_range)
+    # Its parameter tree: background, one shared provider + a [K, z_dim] embedding, layout MLP.
+    z = jax.ShapeDtypeStruct((2, 4, config.model.z_dim), jnp.float32)
+    shapes = jax.eval_shape(
+        functools.partial(generator.init, noise_mode="const"),
+        {"params": jax.random.key(0), "noise": jax.random.key(1)},
+        z,
+    )["params"]
+    assert set(shapes) == {"background", "provider", "provider_embedding", "layout"}
+    assert shapes["provider_embedding"].shape == (3, config.model.z_dim)
+    assert shapes["layout"]["hidden0"]["kernel"].shape == (
+        config.model.w_dim + 3,
+        config.model.layout.hidden_features,
+    )
+
+
+@pytest.mark.parametrize("variant", ["k=0", "ils=yes", "colour=1"])
+def test_config_rejects_bad_variants(variant):
+    with pytest.raises(ValueError, match="independence_prior"):
+        load_config_module().get_config(variant)

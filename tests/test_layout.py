@@ -126,6 +126,7 @@ def test_warp_gradient_wrt_theta_matches_finite_differences():
     positions = np.stack(layout.sample_positions(theta, 8, 8))
     assert np.abs(positions - np.round(positions)).min() > 0.001
 
+    @jax.jit
     def objective(matrix):
         return jnp.sum(layout.warp(images, matrix) * weights)
 

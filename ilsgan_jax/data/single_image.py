@@ -154,7 +154,8 @@ def create_single_image_iterator(
     parallel = int(data_config.num_parallel_calls)
     prefetch = int(data_config.prefetch)
     dataset = tf.data.Dataset.range(start_step * local_batch_size, np.iinfo(np.int64).max)
-    dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE if parallel < 0 else parallel)
+    parallel = tf.data.AUTOTUNE if parallel < 0 else parallel
+    dataset = dataset.map(example, num_parallel_calls=parallel)
     dataset = dataset.batch(local_batch_size, drop_remainder=True)
     dataset = dataset.map(lambda images: {"image": preprocess.images_to_unit_range(images)})
     dataset = dataset.prefetch(tf.data.AUTOTUNE if prefetch < 0 else prefetch)

@@ -181,3 +181,23 @@ class InstanceLayeredGenerator(nn.Module):
             "union_mask": union_mask(mask),
             "composite": composite_back_to_front(bg_rgb, fg_rgb, mask),
         }
+
+
+def instance_generator_from_config(config) -> InstanceLayeredGenerator:
+    """The generator of `configs/independence_prior.py` (`config.model`, `config.data`)."""
+    model, layout_config = config.model, config.model.layout
+    return InstanceLayeredGenerator(
+        config.data.resolution,
+        num_instances=model.num_instances,
+        share_providers=model.share_providers,
+        w_dim=model.w_dim,
+        mapping_layers=model.mapping_layers,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        conv_clamp=model.conv_clamp,
+        max_rotation=layout_config.max_rotation,
+        scale_range=tuple(layout_config.scale_range),
+        max_translation=layout_config.max_translation,
+        layout_hidden=layout_config.hidden_features,
+        layout_layers=layout_config.num_hidden_layers,
+    )

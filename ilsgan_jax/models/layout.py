@@ -112,7 +112,9 @@ def translation_matrix(shift_x: jnp.ndarray, shift_y: jnp.ndarray, height: int, 
     )
 
 
-def sample_positions(theta: jnp.ndarray, height: int, width: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+def sample_positions(
+    theta: jnp.ndarray, height: int, width: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Source pixel positions of every output pixel.
 
     Computed around the pixel grid's centre in pixel units,

@@ -17,7 +17,9 @@ def _check_instances(bg_rgb: jnp.ndarray, fg_rgbs: jnp.ndarray, masks: jnp.ndarr
         raise ValueError(f"bg_rgb must be [N, H, W, C], got shape {bg_rgb.shape}")
     n, height, width, channels = bg_rgb.shape
     if fg_rgbs.ndim != 5 or fg_rgbs.shape[:1] + fg_rgbs.shape[2:] != (n, height, width, channels):
-        raise ValueError(f"fg_rgbs must be [{n}, K, {height}, {width}, {channels}], got {fg_rgbs.shape}")
+        raise ValueError(
+            f"fg_rgbs must be [{n}, K, {height}, {width}, {channels}], got {fg_rgbs.shape}"
+        )
     if masks.shape != fg_rgbs.shape[:4] + (1,):
         raise ValueError(f"masks must be {fg_rgbs.shape[:4] + (1,)}, got shape {masks.shape}")
 
