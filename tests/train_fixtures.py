@@ -1,0 +1,120 @@
+"""Shared helpers for the train-step tests: tiny ILSGAN configs, host copies of the state.
+
+Everything here is plain Python / NumPy; JAX work happens only when a test calls a helper.
+The train step donates its state argument, so tests keep the state on the host (NumPy leaves)
+and hand the step a fresh device copy each time (`run_step`).
+"""
+
+import importlib.util
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from ilsgan_jax.data.synthetic_render import render_synthetic_objects
+from ilsgan_jax.train import builders
+from ilsgan_jax.train.state import TrainState, create_train_state
+from ilsgan_jax.train.step import jit_train_step, make_train_step
+
+CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "ilsgan.py")
+RESOLUTION = 16
+BATCH = 16
+MBSTD_GROUP = 2  # divides the per-device batch on 1 device (16) and on 8 devices (2)
+
+
+def load_config_module():
+    """Imports configs/ilsgan.py from its file path (configs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("ilsgan_config_under_test", CONFIG_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_config(
+    *,
+    ada_mode: str = "noaug",
+    estimator: str = "laplace",
+    r1_gamma: float = -1.0,
+    style_mixing_prob: float = 0.0,
+    batch: int = BATCH,
+) -> ml_collections.ConfigDict:
+    """`runlocal,res=16` shrunk to a few thousand parameters per network.
+
+    Widths: synthesis 8 channels at 16 px (channel_base 128 / 16), 16 at 4 and 8 px; D likewise.
+    """
+    config = load_config_module().get_config(f"runlocal,res={RESOLUTION},estimator={estimator}")
+    config.model.channel_base = 128
+    config.model.channel_max = 16
+    config.model.z_dim = 16
+    config.model.w_dim = 16
+    config.model.mapping_layers = 2
+    config.model.mbstd_group_size = MBSTD_GROUP
+    config.loss.r1_gamma = r1_gamma
+    config.loss.style_mixing_prob = style_mixing_prob
+    config.loss.ils.estimator_resolution = 8
+    config.loss.ils.estimator_widths = (4, 8)
+    config.ada.mode = ada_mode
+    config.train.batch_size = batch
+    return config
+
+
+def one_device_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()[:1]), ("data",))
+
+
+def all_devices_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+class StepUnderTest:
+    """One config's networks, optimisers, host initial state and jitted steps per mesh."""
+
+    def __init__(self, config: ml_collections.ConfigDict, seed: int = 0):
+        self.config = config
+        self.networks = builders.build_networks(config)
+        self.optimizers = builders.build_optimizers(config)
+        self.train_step = make_train_step(config, self.networks, self.optimizers)
+        init = jax.jit(lambda key: create_train_state(config, self.networks, self.optimizers, key))
+        self.initial_state: TrainState = to_host(init(jax.random.key(seed)))
+        self._compiled: dict[int, Any] = {}
+
+    def jitted(self, mesh: Mesh):
+        if id(mesh) not in self._compiled:
+            self._compiled[id(mesh)] = (mesh, jit_train_step(self.train_step, mesh))
+        return self._compiled[id(mesh)][1]
+
+    def run(self, mesh: Mesh, state: TrainState, images: np.ndarray):
+        """One step from a host state; returns (new host state, host metrics as floats)."""
+        with mesh:
+            new_state, metrics = self.jitted(mesh)(to_device_copy(state), images)
+        return to_host(new_state), {name: float(value) for name, value in metrics.items()}
+
+
+def to_host(tree):
+    """Device pytree -> NumPy pytree (a copy that the donating step cannot invalidate)."""
+    return jax.tree.map(np.array, jax.device_get(tree))
+
+
+def to_device_copy(tree):
+    """Fresh NumPy copies of every leaf (the jitted step places them on the mesh)."""
+    return jax.tree.map(np.array, tree)
+
+
+def with_p(state: TrainState, p: float) -> TrainState:
+    return state.replace(ada=state.ada.replace(p=np.float32(p)))
+
+
+def synthetic_reals(num_images: int, seed: int = 0) -> np.ndarray:
+    """[N, 16, 16, 3] float32 in [-1, 1] from the synthetic renderer."""
+    rendered = render_synthetic_objects(np.random.default_rng(seed), num_images, RESOLUTION)
+    return (rendered["image"].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+
+
+def leaves_with_paths(tree) -> list[tuple[str, np.ndarray]]:
+    return [
+        (jax.tree_util.keystr(path), np.asarray(leaf))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
