@@ -1,7 +1,12 @@
 """Convolution with optional FIR up/downsampling, as StyleGAN2-ADA's `conv2d_resample` (NHWC/HWIO).
 
-Upsampling convs take the reference's generic path (FIR-upsample, then a VALID convolution), which
-is the same linear map as its transposed-conv fast path; it avoids XLA:CPU's slow lhs-dilated convs.
+Upsampling k x k convs follow the reference's fast path (a stride-`up` transposed convolution, then
+the FIR filter at the high rate), which costs `1 / up^2` of the multiply-adds of the literal form
+(FIR-upsample, then a convolution on the upsampled grid). The transposed convolution is written
+without zero insertion (XLA:CPU's lhs-dilated convolutions are slow): it is a sub-pixel
+convolution, one ordinary convolution at the low rate whose `up^2 * Cout` outputs are the output
+phases, interleaved by a reshape (depth-to-space). `conv2d_resample_direct` keeps the literal form
+for the tests.
 """
 
 import jax.numpy as jnp
@@ -25,6 +30,63 @@ def conv2d(x: jnp.ndarray, weight: jnp.ndarray, stride: int = 1, padding: int = 
         padding=((padding, padding), (padding, padding)),
         dimension_numbers=_DIMENSIONS,
     )
+
+
+def transposed_conv2d(x: jnp.ndarray, weight: jnp.ndarray, up: int) -> jnp.ndarray:
+    """Full correlation of the zero-inserted image with `weight` (the reference's stride-`up`
+    `conv_transpose2d` with the flipped kernel): `[N, H, W, Cin] -> [N, L(H), L(W), Cout]` with
+    `L(n) = up * (n - 1) + k`, as one low-rate convolution plus depth-to-space.
+
+    Output `q` along an axis reads `u[q + t] * w[t]`, `u` = input with `up - 1` zeros after every
+    sample and `k - 1` zeros in front; phase `a = q % up` only meets the taps `t = t0(a) + up * s`.
+    The phases are packed into one kernel over a common low-rate window.
+    """
+    batch, height, width, in_channels = x.shape
+    k, _, _, out_channels = weight.shape
+    plans = fir.upsampling_phases(k, up, k - 1, up * (max(height, width) - 1) + k)
+    base = min(p.offset for p in plans if p.num_taps)
+    window = max(p.offset + p.num_taps for p in plans if p.num_taps) - base
+    # kernel[window_y, window_x, Cin, phase_y, phase_x, Cout]
+    rows = []
+    for plan_y in plans:
+        cols = []
+        for plan_x in plans:
+            if plan_y.num_taps and plan_x.num_taps:
+                taps = weight[plan_y.first_tap :: up, plan_x.first_tap :: up]
+                y0, x0 = plan_y.offset - base, plan_x.offset - base
+                sub = jnp.pad(
+                    taps,
+                    [
+                        (y0, window - y0 - plan_y.num_taps),
+                        (x0, window - x0 - plan_x.num_taps),
+                        (0, 0),
+                        (0, 0),
+                    ],
+                )
+            else:  # a phase no tap reaches (k < up) is identically zero
+                sub = jnp.zeros((window, window, in_channels, out_channels), weight.dtype)
+            cols.append(sub)
+        rows.append(jnp.stack(cols, axis=-2))
+    kernel = jnp.stack(rows, axis=-3).reshape(window, window, in_channels, up * up * out_channels)
+
+    def low_rate_len(n):  # outputs per phase (the longest phase) along an axis of length n
+        return (up * (n - 1) + k + up - 1) // up
+
+    out_h, out_w = low_rate_len(height), low_rate_len(width)
+    x = lax.pad(
+        x,
+        jnp.zeros((), x.dtype),
+        [
+            (0, 0, 0),
+            (-base, out_h + window - 1 + base - height, 0),
+            (-base, out_w + window - 1 + base - width, 0),
+            (0, 0, 0),
+        ],
+    )
+    y = conv2d(x, kernel.astype(x.dtype))  # [N, out_h, out_w, up * up * Cout]
+    y = y.reshape(batch, out_h, out_w, up, up, out_channels).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(batch, out_h * up, out_w * up, out_channels)
+    return y[:, : up * (height - 1) + k, : up * (width - 1) + k]
 
 
 def conv2d_resample(
@@ -80,6 +142,55 @@ def conv2d_resample(
             return fir.upfirdn2d(
                 x, resample_filter, up=up, padding=pads, gain=up * up, flip_filter=flip_filter
             )
-        x = fir.upfirdn2d(x, resample_filter, up=up, padding=pads, gain=up * up, flip_filter=flip_filter)
-        return conv2d(x, weight)
+        # conv(FIR(Z(x))) = FIR(conv(Z(x))): the transposed conv covers every window that meets a
+        # sample (k - 1 zeros in front); the FIR padding re-aligns it to the literal form's grid.
+        x_len = x.shape[1], x.shape[2]
+        x = transposed_conv2d(x, weight, up)
+        front = pad0 - (kw - 1)
+        out_h = x_len[0] * up + pad0 + pad1 - (kw - 1) - (taps - 1)
+        out_w = x_len[1] * up + pad0 + pad1 - (kw - 1) - (taps - 1)
+        back_h = out_h + taps - 1 - front - x.shape[1]
+        back_w = out_w + taps - 1 - front - x.shape[2]
+        return fir.upfirdn2d(
+            x,
+            resample_filter,
+            padding=(front, back_w, front, back_h),
+            gain=up * up,
+            flip_filter=flip_filter,
+        )
     return conv2d(x, weight, padding=padding)
+
+
+def conv2d_resample_direct(
+    x: jnp.ndarray,
+    weight: jnp.ndarray,
+    resample_filter: np.ndarray | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    flip_weight: bool = True,
+    flip_filter: bool = False,
+) -> jnp.ndarray:
+    """`conv2d_resample` in the literal form (zero-insertion FIR upsampling, then a convolution on
+    the upsampled grid); the same linear map, kept as the tests' second implementation."""
+    kw = weight.shape[1]
+    if up == 1 or kw == 1:
+        return conv2d_resample(
+            x, weight, resample_filter, up, down, padding, flip_weight, flip_filter
+        )
+    if down > 1:
+        raise ValueError("conv2d_resample: up and down at once is not supported")
+    if not flip_weight:
+        weight = weight[::-1, ::-1]
+    taps = fir.filter_size(resample_filter)
+    pad0 = padding + (taps + up - 1) // 2
+    pad1 = padding + (taps - up) // 2
+    x = fir.upfirdn2d_direct(
+        x,
+        resample_filter,
+        up=up,
+        padding=(pad0, pad1, pad0, pad1),
+        gain=up * up,
+        flip_filter=flip_filter,
+    )
+    return conv2d(x, weight)
