@@ -90,14 +90,18 @@ def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=F
 
     @jax.jit
     def generate(params, buffers, key):
-        z = jax.random.normal(key, (shard_size, config.model.z_dim))
+        z = jax.random.normal(key, builders.latent_shape_for(config, shard_size))
         layers = generator.apply({"params": params, **buffers}, z, noise_mode="const")
+        # K-instance generators: the union of the instance masks, and the composite as the
+        # foreground image (inside the union mask it shows the instances).
+        mask = layers.get("union_mask", layers["mask"])
+        fg_rgb = layers["composite"] if layers["fg_rgb"].ndim == 5 else layers["fg_rgb"]
         return {
             "image": layers["composite"],
-            "mask": (layers["mask"] > 0.5).astype(jnp.uint8),
-            "fg_rgb": layers["fg_rgb"],
+            "mask": (mask > 0.5).astype(jnp.uint8),
+            "fg_rgb": fg_rgb,
             "bg_rgb": layers["bg_rgb"],
-            "soft_mask": layers["mask"],
+            "soft_mask": mask,
         }
 
     params = jax.device_get(state.g_ema_params)

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ilsgan_jax.objectives.perturbation import perturb_layers, sample_perturbation
+from ilsgan_jax.train.builders import latent_shape_for
 
 # Rows of the layered grid, top to bottom.
 GRID_ROWS = ("composite", "shifted_composite", "fg_rgb", "bg_rgb", "mask", "fg_over_white")
@@ -24,6 +25,13 @@ def layered_rows(layers: dict, eps=None, *, xint_max=0.0, bg_contrast=0.0) -> di
     on (else it repeats the composite)."""
     if "mask" not in layers:  # a plain generator: the images only
         return {"composite": layers["composite"]}
+    if layers["mask"].ndim == 5:  # K instances: composite, background, each instance's layers
+        rows = {"composite": layers["composite"], "bg_rgb": layers["bg_rgb"]}
+        for k in range(layers["mask"].shape[1]):
+            mask_k = layers["mask"][:, k]
+            rows[f"fg_over_white_{k}"] = mask_k * layers["fg_rgb"][:, k] + (1.0 - mask_k)
+            rows[f"mask_{k}"] = jnp.broadcast_to(mask_k * 2.0 - 1.0, layers["bg_rgb"].shape)
+        return rows
     mask = layers["mask"]
     shifted = layers["composite"]
     if eps is not None and (xint_max > 0 or bg_contrast > 0):
@@ -42,7 +50,7 @@ def layered_rows(layers: dict, eps=None, *, xint_max=0.0, bg_contrast=0.0) -> di
 
 def make_grid(rows: dict, order=GRID_ROWS, padding: int = 1) -> np.ndarray:
     """Tiles `{name: [N, H, W, 3]}` rows (in `order`) into one uint8 image `[rows*(H+p), ...]`."""
-    names = [name for name in order if name in rows]
+    names = [name for name in order if name in rows] or list(rows)
     first = np.asarray(rows[names[0]])
     count, height, width, _ = first.shape
     grid = np.full(
@@ -71,7 +79,7 @@ def make_sample_fn(generator, config, num_images: int, seed: int):
     """Returns a jitted `sample(g_ema_params, g_ema_buffers) -> rows` with fixed latents and
     perturbation (so successive grids are comparable), constant noise, truncation 1."""
     z_key, eps_key = jax.random.split(jax.random.key(seed + 12345))
-    z = jax.random.normal(z_key, (num_images, config.model.z_dim))
+    z = jax.random.normal(z_key, latent_shape_for(config, num_images))
     loss = config.loss
     eps = None
     if loss.xint_max > 0 or loss.bg_contrast > 0:

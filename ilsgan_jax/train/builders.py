@@ -8,6 +8,7 @@ import optax
 
 from ilsgan_jax.models.alpha_network import Labels4FreeGenerator
 from ilsgan_jax.models.discriminator import Discriminator
+from ilsgan_jax.models.instances import instance_generator_from_config
 from ilsgan_jax.models.layered import LayeredGenerator, PlainGenerator
 from ilsgan_jax.models.mi_estimator import RegionMIEstimator
 from ilsgan_jax.models.synthesis import check_resolution
@@ -17,7 +18,7 @@ ADVERSARIAL_LOSSES = ("ns_r1", "wgan_gp")
 # Systems the shared train step builds: 'ilsgan' (layered; also PerturbGAN's configs) and
 # 'stylegan2' (plain generator: no mask, no perturbation, no ILS); 'labels4free' (frozen pretrained
 # StyleGAN2 + trainable alpha network, see models/alpha_network.py).
-SYSTEMS = ("ilsgan", "stylegan2", "labels4free")
+SYSTEMS = ("ilsgan", "stylegan2", "labels4free", "independence_prior")
 
 
 class Networks(NamedTuple):
@@ -50,7 +51,9 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
         channel_max=model.channel_max,
         conv_clamp=model.conv_clamp,
     )
-    if system == "labels4free":
+    if system == "independence_prior":
+        generator = instance_generator_from_config(config)
+    elif system == "labels4free":
         generator = Labels4FreeGenerator(
             resolution,
             truncation_psi=config.labels4free.truncation_psi,
@@ -133,3 +136,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         raise ValueError(f"config.loss.r1_interval must be >= 1, got {config.loss.r1_interval}")
     if not 0.0 <= config.loss.style_mixing_prob <= 1.0:
         raise ValueError("config.loss.style_mixing_prob must be in [0, 1]")
+
+
+def latent_shape_for(config: ml_collections.ConfigDict, batch: int) -> tuple[int, ...]:
+    """Shape of the latents the generator takes: [N, z_dim], or [N, K + 1, z_dim] (background +
+    K instances) for the independence-prior system."""
+    if config.get("system", "ilsgan") == "independence_prior":
+        return (batch, config.model.num_instances + 1, config.model.z_dim)
+    return (batch, config.model.z_dim)

@@ -17,7 +17,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from ilsgan_jax import labels4free, parallel
-from ilsgan_jax.data import input_pipeline
+from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.train import builders, checkpointing
 from ilsgan_jax.train.state import TrainState, create_train_state
@@ -140,7 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # ----- Input --------------------------------------------------------------------------
     if config.data.name == "synthetic" and jax.process_index() == 0:
         input_pipeline.prepare_synthetic(config.data)
-    train_iter = input_pipeline.create_train_iterator(
+    make_iterator = input_pipeline.create_train_iterator
+    if config.data.name == "single_image":  # the independence-prior one-image setting
+        make_iterator = single_image.create_single_image_iterator
+    train_iter = make_iterator(
         config.data,
         global_batch_size=config.train.batch_size,
         seed=config.seed,

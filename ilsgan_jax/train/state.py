@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ilsgan_jax.augment.controller import AdaState, init_ada_state
-from ilsgan_jax.train.builders import Networks, Optimizers
+from ilsgan_jax.train.builders import Networks, Optimizers, latent_shape_for
 
 Params = Any
 
@@ -73,7 +73,7 @@ def create_train_state(
     replicated out_shardings) to build the state directly on the devices."""
     init_key, noise_key, d_key, e_key, run_key = jax.random.split(key, 5)
     resolution = config.data.resolution
-    z = jnp.zeros((1, config.model.z_dim), jnp.float32)
+    z = jnp.zeros(latent_shape_for(config, 1), jnp.float32)
     g_variables = networks.generator.init({"params": init_key, "noise": noise_key}, z)
     images = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
     d_params = networks.discriminator.init(d_key, images)["params"]

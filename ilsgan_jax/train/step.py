@@ -25,11 +25,11 @@ from ilsgan_jax.augment.ada import augment
 from ilsgan_jax.augment.config import as_ada_config
 from ilsgan_jax.augment.controller import accumulate_real_signs, update_ada_state
 from ilsgan_jax.models.synthesis import num_ws
-from ilsgan_jax.objectives import gan_losses, mask_losses
+from ilsgan_jax.objectives import gan_losses, instance_losses, mask_losses
 from ilsgan_jax.objectives.ils import estimator_nll, ils_term
 from ilsgan_jax.objectives.perturbation import perturb_layers, sample_perturbation
 from ilsgan_jax.objectives.schedules import default_ema_kimg, ema_beta, ils_sigma
-from ilsgan_jax.train.builders import Networks, Optimizers, r1_gamma
+from ilsgan_jax.train.builders import Networks, Optimizers, latent_shape_for, r1_gamma
 from ilsgan_jax.train.state import TrainState, generator_variables
 
 Metrics = dict[str, jnp.ndarray]
@@ -65,7 +65,10 @@ def make_train_step(
     adversarial = loss_cfg.adversarial
     ema_kimg = config.ema.kimg if config.ema.kimg > 0 else default_ema_kimg(batch)
     n_ws = num_ws(resolution)
-    layered = config.get("system", "ilsgan") != "stylegan2"  # fg/mask/bg layers exist
+    system = config.get("system", "ilsgan")
+    layered = system != "stylegan2"  # fg/mask/bg layers exist
+    instances = system == "independence_prior"  # K instance layers: [N, K, ...]
+    latent_shape = latent_shape_for(config, batch)
     # Background min-size term inside min_size_loss: the ILSGAN reference adds it when the
     # perturbation is off; Labels4Free has only the foreground term (its own background-area term
     # is `bg_area_weight * relu(bg_area - (1 - mean m))` below).
@@ -75,13 +78,13 @@ def make_train_step(
     def generate(g_params, g_buffers, key, update_w_avg=True):
         """G forward for one phase: unperturbed layers, perturbed layers, new buffers."""
         z_key, mix_key, cut_key, prob_key, noise_key, eps_key = jax.random.split(key, 6)
-        z = jax.random.normal(z_key, (batch, z_dim))
+        z = jax.random.normal(z_key, latent_shape)
         mixing = {}
         if loss_cfg.style_mixing_prob > 0:
             cutoff = jax.random.randint(cut_key, (), 1, n_ws)
             use = jax.random.uniform(prob_key, ()) < loss_cfg.style_mixing_prob
             mixing = dict(
-                mixing_z=jax.random.normal(mix_key, (batch, z_dim)),
+                mixing_z=jax.random.normal(mix_key, latent_shape),
                 mixing_cutoff=jnp.where(use, cutoff, n_ws),
             )
         layers, updates = networks.generator.apply(
@@ -93,7 +96,7 @@ def make_train_step(
             **mixing,
         )
         perturbed = layers
-        if perturb and "mask" in layers:
+        if perturb and layered and not instances:
             eps = sample_perturbation(
                 eps_key, batch, xint_max=loss_cfg.xint_max, bg_contrast=loss_cfg.bg_contrast
             )
@@ -113,6 +116,82 @@ def make_train_step(
         return lambda conditions: networks.estimator.apply(
             {"params": estimator_params}, conditions
         )
+
+    def layer_losses(layers, perturbed, sigma, estimator_params, ils_key):
+        """Mask regularisers and ILS for the layered systems: (scalar total, logged terms)."""
+        zero = jnp.zeros((), jnp.float32)
+        aux = {"g/binarisation": zero, "g/min_size": zero, "g/ils": zero,
+               "g/ils_bg_invis_given_fg_vis": zero, "g/ils_fg_invis_given_bg_vis": zero,
+               "mask/mean": zero, "mask/binariness": zero}
+        if not layered:
+            return zero, aux
+        if instances:
+            return instance_layer_losses(layers, sigma, estimator_params, ils_key, aux)
+        mask = perturbed["mask"]  # the regularisers see the perturbed mask (reference)
+        bin_loss = mask_losses.binarisation_loss(mask)
+        size_loss = mask_losses.min_size_loss(
+            mask, min_size=loss_cfg.min_msize, symmetric=symmetric_min_size
+        )
+        total = jnp.mean(loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss)
+        if bg_area_weight > 0:  # Labels4Free's minimum background area
+            bg_area_loss = jax.nn.relu(loss_cfg.bg_area - (1.0 - jnp.mean(mask, axis=(1, 2, 3))))
+            total = total + bg_area_weight * jnp.mean(bg_area_loss)
+            aux["g/bg_area"] = jnp.mean(bg_area_loss)
+        aux.update({"g/binarisation": jnp.mean(bin_loss), "g/min_size": jnp.mean(size_loss),
+                    "mask/mean": jnp.mean(layers["mask"]),
+                    "mask/binariness": binariness(layers["mask"])})
+        if ils_cfg.enabled:  # on the unperturbed layers
+            ils = ils_term(
+                ils_key,
+                layers["fg_rgb"],
+                layers["bg_rgb"],
+                layers["mask"],
+                sigma=sigma,
+                estimator=ils_cfg.estimator,
+                neg_weight=ils_cfg.neg_weight,
+                estimator_fn=estimator_fn(estimator_params),
+            )
+            total = total + ils.loss
+            aux.update({"g/ils": ils.loss, "g/ils_bg_invis_given_fg_vis": ils.pair_bounds[0],
+                        "g/ils_fg_invis_given_bg_vis": ils.pair_bounds[1]})
+        return total, aux
+
+    def instance_layer_losses(layers, sigma, estimator_params, ils_key, aux):
+        """Independence-prior GAN: area penalty per instance (+ options) on K instance masks."""
+        area_source = layers["provider_mask" if loss_cfg.area_mask == "provider" else "mask"]
+        total = jnp.mean(instance_losses.area_penalty(area_source, weight=loss_cfg.area_weight))
+        aux["g/area"] = total
+        if loss_cfg.instance_bin_weight > 0:
+            bin_loss = instance_losses.instance_binarisation(layers["mask"])
+            total = total + loss_cfg.instance_bin_weight * jnp.mean(bin_loss)
+            aux["g/binarisation"] = jnp.mean(bin_loss)
+        union = layers["union_mask"]
+        if loss_cfg.bin_weight > 0 or loss_cfg.msize_weight > 0:
+            bin_union = mask_losses.binarisation_loss(union)
+            size_union = mask_losses.min_size_loss(union, min_size=loss_cfg.min_msize)
+            total = total + jnp.mean(
+                loss_cfg.bin_weight * bin_union + loss_cfg.msize_weight * size_union
+            )
+            aux["g/min_size"] = jnp.mean(size_union)
+        if ils_cfg.enabled:
+            ils_loss, _ = instance_losses.pairwise_ils(
+                ils_key,
+                layers["bg_rgb"],
+                layers["fg_rgb"],
+                layers["mask"],
+                sigma=sigma,
+                estimator=ils_cfg.estimator,
+                neg_weight=ils_cfg.neg_weight,
+                estimator_fn=estimator_fn(estimator_params),
+            )
+            total = total + ils_loss
+            aux["g/ils"] = ils_loss
+        areas = instance_losses.instance_areas(layers["mask"]).mean(axis=0)
+        for k in range(areas.shape[0]):
+            aux[f"mask/area_instance{k}"] = areas[k]
+        aux["mask/mean"] = jnp.mean(union)
+        aux["mask/binariness"] = binariness(union)
+        return total, aux
 
     def train_step(state: TrainState, real_images: jnp.ndarray):
         key = jax.random.fold_in(state.key, state.step)
@@ -138,49 +217,14 @@ def make_train_step(
             layers, perturbed, buffers = generate(g_params, state.g_buffers, g_key)
             fake_logits = discriminate(state.d_params, perturbed["composite"], g_aug_key, p)
             adv = gan_losses.generator_adversarial_loss(fake_logits, loss_type=adversarial)
-            zero = jnp.zeros((), jnp.float32)
-            bin_loss = size_loss = mask_mean = mask_binariness = zero
-            total = jnp.mean(adv)
-            if layered:  # mask regularisers on the (perturbed) mask
-                bin_loss = mask_losses.binarisation_loss(perturbed["mask"])
-                size_loss = mask_losses.min_size_loss(
-                    perturbed["mask"], min_size=loss_cfg.min_msize, symmetric=symmetric_min_size
-                )
-                total = total + jnp.mean(
-                    loss_cfg.bin_weight * bin_loss + loss_cfg.msize_weight * size_loss
-                )
-                if bg_area_weight > 0:  # Labels4Free's minimum background area
-                    bg_area_loss = jax.nn.relu(
-                        loss_cfg.bg_area - (1.0 - jnp.mean(perturbed["mask"], axis=(1, 2, 3)))
-                    )
-                    total = total + bg_area_weight * jnp.mean(bg_area_loss)
-                mask_mean = jnp.mean(layers["mask"])
-                mask_binariness = binariness(layers["mask"])
-            ils_value = zero
-            pair_bounds = jnp.zeros((2,), jnp.float32)
-            if ils_cfg.enabled and layered:
-                ils = ils_term(
-                    ils_key,
-                    layers["fg_rgb"],
-                    layers["bg_rgb"],
-                    layers["mask"],
-                    sigma=sigma,
-                    estimator=ils_cfg.estimator,
-                    neg_weight=ils_cfg.neg_weight,
-                    estimator_fn=estimator_fn(state.estimator_params),
-                )
-                ils_value, pair_bounds = ils.loss, ils.pair_bounds
-                total = total + ils_value
+            layer_total, layer_aux = layer_losses(
+                layers, perturbed, sigma, state.estimator_params, ils_key
+            )
+            total = jnp.mean(adv) + layer_total
             aux = {
                 "g/adversarial": jnp.mean(adv),
-                "g/binarisation": jnp.mean(bin_loss),
-                "g/min_size": jnp.mean(size_loss),
-                "g/ils": ils_value,
-                "g/ils_bg_invis_given_fg_vis": pair_bounds[0],
-                "g/ils_fg_invis_given_bg_vis": pair_bounds[1],
                 "scores/fake_g": jnp.mean(fake_logits),
-                "mask/mean": mask_mean,
-                "mask/binariness": mask_binariness,
+                **layer_aux,
             }
             return total, (aux, buffers)
 
@@ -240,7 +284,7 @@ def make_train_step(
 
         # Learned ILS conditional: its NLL on the D-phase layers, D's hyperparameters.
         estimator_params, estimator_opt_state = state.estimator_params, state.estimator_opt_state
-        if networks.estimator is not None and layered:
+        if networks.estimator is not None and layered and not instances:
             frozen = jax.tree.map(jax.lax.stop_gradient, d_layers)
 
             def nll_fn(params):
