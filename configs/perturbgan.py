@@ -98,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Objective: the perturbation and the mask losses, no ILS -----------------------------
     config.loss.ils.enabled = False  # PerturbGAN has no independence term
-    config.loss.xint_max = 0.125  # max shift of fg + mask, fraction of the width (--location_jitter)
+    config.loss.xint_max = 0.125  # max fg + mask shift, fraction of the width (--location_jitter)
     config.loss.bg_contrast = 0.3 if contrast else 0.0  # bg contrast jitter (--bg_contrast_jitter)
     config.loss.min_msize = 0.25  # minimum mean mask coverage (--min_mask_coverage)
     config.loss.msize_weight = 2.0  # weight of the minimum-coverage loss (--mask_alpha)

@@ -252,7 +252,9 @@ def _write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def score_encoder(config: ml_collections.ConfigDict, workdir: str, *, retrain: bool = False) -> dict:
+def score_encoder(
+    config: ml_collections.ConfigDict, workdir: str, *, retrain: bool = False
+) -> dict:
     """Restores the GAN from `workdir`, trains E (or loads `encoder/encoder.msgpack` unless
     `retrain`), scores `mask(G(E(x)))` on the real evaluation split with the U-Net route's
     metrics (`SegmentationAccumulator`) and writes `encoder/report.json` (and
@@ -296,10 +298,12 @@ def score_encoder(config: ml_collections.ConfigDict, workdir: str, *, retrain: b
 
 
 def _write_previews(config, workdir, encoder_variables, state, networks, images, masks, predicted):
-    encoder = build_encoder(config)
-    z_hat = encoder.apply(encoder_variables, jnp.asarray(images))
+    encoder, generate = build_encoder(config), _generator_fn(networks)
+    reconstruct = jax.jit(
+        lambda e_vars, g_vars, x: generate(g_vars, encoder.apply(e_vars, x))["composite"]
+    )
     reconstruction = jax.device_get(
-        _generator_fn(networks)(frozen_generator_variables(state), z_hat)["composite"]
+        reconstruct(encoder_variables, frozen_generator_variables(state), jnp.asarray(images))
     )
     as_rgb = lambda mask: np.repeat(np.asarray(mask, np.float32)[..., None] * 2 - 1, 3, axis=-1)
     rows = {

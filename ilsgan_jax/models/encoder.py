@@ -59,7 +59,8 @@ class Encoder(nn.Module):
         """images: [N, R, R, 3] float32 in [-1, 1] -> z: [N, z_dim] float32 (unbounded)."""
         expected = (self.resolution, self.resolution, 3)
         if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"images must be [N, {', '.join(map(str, expected))}], got {images.shape}")
+            shape = ", ".join(map(str, expected))
+            raise ValueError(f"images must be [N, {shape}], got {images.shape}")
 
         def width(res: int) -> int:
             return channels_at(res, self.channel_base, self.channel_max)
@@ -83,7 +84,8 @@ def build_encoder(config: ml_collections.ConfigDict) -> Encoder:
         raise ValueError(f"config.data.resolution must be >= 8 for the encoder, got {resolution}")
     for field in ("channel_base", "channel_max"):
         if config.encoder[field] < 1:
-            raise ValueError(f"config.encoder.{field} must be positive, got {config.encoder[field]}")
+            value = config.encoder[field]
+            raise ValueError(f"config.encoder.{field} must be positive, got {value}")
     return Encoder(
         resolution,
         config.model.z_dim,

@@ -1,0 +1,150 @@
+"""configs/perturbgan.py: the values of the paper / official code, its optimisers, and a WGAN-GP
+train step on tiny sizes."""
+
+import importlib.util
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from ilsgan_jax.data.synthetic_render import render_synthetic_objects
+from ilsgan_jax.objectives import gan_losses
+from ilsgan_jax.objectives.schedules import ema_beta
+from ilsgan_jax.train import builders
+from ilsgan_jax.train.state import create_train_state
+from ilsgan_jax.train.step import jit_train_step, make_train_step
+
+CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "perturbgan.py")
+
+
+def get_config(arg=None):
+    spec = importlib.util.spec_from_file_location("perturbgan_config_under_test", CONFIG_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny(config):
+    """The tiny network sizes of tests/test_networks.py."""
+    config.model.channel_base = 128
+    config.model.channel_max = 16
+    config.model.z_dim = 16
+    config.model.w_dim = 16
+    config.model.mapping_layers = 2
+    config.model.mbstd_group_size = 2
+    config.train.batch_size = 8
+    return config
+
+
+def test_paper_values_for_every_loss():
+    for loss in ("ns_r1", "wgan_gp"):
+        config = get_config(f"loss={loss}")
+        assert config.system == "ilsgan"
+        assert config.loss.adversarial == loss
+        assert not config.loss.ils.enabled
+        assert config.loss.xint_max == 0.125
+        assert config.loss.min_msize == 0.25
+        assert config.loss.bin_weight == 2.0 and config.loss.msize_weight == 2.0
+        assert config.loss.bg_contrast == 0.0
+        assert config.loss.wgan_gp_weight == 10.0
+    assert get_config("contrast=1").loss.bg_contrast == 0.3
+    # The drift the train step uses is the shared objective's default (--real_penalty 0.001).
+    assert gan_losses.WGAN_DRIFT_WEIGHT == 0.001
+
+
+def test_ns_r1_keeps_the_stylegan2_recipe():
+    config = get_config("dataset=cub,res=128")
+    assert (config.data.name, config.data.resolution) == ("cub", 128)
+    assert config.optim.learning_rate == 0.0025
+    assert config.loss.g_reg_interval == 4 and config.loss.r1_interval == 16
+    assert config.ada.mode != "noaug"
+    assert config.ema.rampup == 0.05
+
+
+def test_wgan_gp_uses_the_original_optimiser_and_ema():
+    config = get_config("loss=wgan_gp,res=64")
+    assert config.optim.learning_rate == 0.001
+    assert get_config("loss=wgan_gp,res=128").optim.learning_rate == 0.0015  # its --sched
+    assert (config.optim.beta1, config.optim.beta2) == (0.0, 0.99)
+    assert config.loss.g_reg_interval is None
+    assert config.ada.mode == "noaug"
+    assert config.ema.rampup is None
+    # Per-step EMA decay 0.999 (perturbed-seg `accumulate`), through the framework's schedule,
+    # at any point of training (no ramp-up).
+    for images_seen in (0, 32_000, 5_000_000):
+        beta = ema_beta(
+            images_seen,
+            batch_size=config.train.batch_size,
+            ema_kimg=config.ema.kimg,
+            ema_rampup=config.ema.rampup,
+        )
+        np.testing.assert_allclose(float(beta), 0.999, rtol=1e-6)
+
+
+def test_variants_pass_through_and_bad_variants_fail():
+    local = get_config("runlocal,loss=wgan_gp")
+    assert local.data.resolution == 32 and local.model.channel_max == 64
+    assert local.encoder.num_steps < get_config().encoder.num_steps
+    with pytest.raises(ValueError, match="unknown variant"):
+        get_config("ils=1")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        get_config("loss=hinge")
+
+
+def _first_adam_update(optimizer, params, grads):
+    state = optimizer.init(params)
+    updates, _ = optimizer.update(grads, state, params)
+    return updates
+
+
+@pytest.mark.parametrize(
+    "loss, g_lr, d_lr",
+    [
+        ("wgan_gp", 0.001, 0.001),  # the original: plain Adam(0.001, (0, 0.99)) for G and D
+        ("ns_r1", 0.0025 * 4 / 5, 0.0025 * 16 / 17),  # StyleGAN2 lazy-regularisation rescaling
+    ],
+)
+def test_built_optimisers_step_sizes(loss, g_lr, d_lr):
+    """Adam with beta1 = 0 moves every parameter by lr * g / (|g| + eps) on its first step."""
+    optimizers = builders.build_optimizers(get_config(f"loss={loss}"))
+    params = {"w": jnp.zeros(5)}
+    grads = {"w": jnp.asarray([0.5, -2.0, 3.0, -0.1, 1.0])}
+    expected = -np.sign(np.asarray(grads["w"]))
+    for optimizer, lr in ((optimizers.generator, g_lr), (optimizers.discriminator, d_lr)):
+        update = np.asarray(_first_adam_update(optimizer, params, grads)["w"])
+        np.testing.assert_allclose(update, lr * expected, rtol=1e-5)
+
+
+def test_wgan_gp_train_step_compiles_and_is_finite():
+    config = tiny(get_config("loss=wgan_gp,contrast=1,runlocal,res=16"))
+    networks = builders.build_networks(config)
+    optimizers = builders.build_optimizers(config)
+    state = jax.jit(lambda key: create_train_state(config, networks, optimizers, key))(
+        jax.random.key(0)
+    )
+    step = jit_train_step(
+        make_train_step(config, networks, optimizers), Mesh(np.array(jax.devices()[:1]), ("data",))
+    )
+    rendered = render_synthetic_objects(np.random.default_rng(0), 8, 16)["image"]
+    reals = rendered.astype(np.float32) / 127.5 - 1.0
+    d_before = jax.device_get(state.d_params)
+    for _ in range(2):
+        state, metrics = step(state, reals)
+    metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
+    assert all(math.isfinite(value) for value in metrics.values()), metrics
+    assert "d/r1_penalty" not in metrics  # WGAN-GP has no R1 phase
+    assert metrics["g/ils"] == 0.0
+    assert int(state.step) == 2
+    # D loss = mean(D(f) - D(r) + 0.001 D(r)^2) + 10 GP
+    #        >= mean D(f) - mean D(r) + 0.001 mean(D(r))^2
+    # (Jensen and GP >= 0): fails if the penalty or the drift entered with the wrong sign.
+    lower = metrics["scores/fake"] - metrics["scores/real"] + 0.001 * metrics["scores/real"] ** 2
+    assert metrics["d/loss"] >= lower - 1e-5
+    # G's adversarial loss is -D(fake) (not softplus), as in the original.
+    np.testing.assert_allclose(metrics["g/adversarial"], -metrics["scores/fake_g"], rtol=1e-5)
+    moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), state.d_params, d_before)
+    assert max(jax.tree.leaves(moved)) > 0
