@@ -37,9 +37,10 @@ layered StyleGAN2 of this framework is used), and style mixing (the original com
 Expected runtime and result: GAN training as configs/ilsgan.py (8000 kimg at 64 px: ~2-3 days on
 8 V100s in the reference implementation; `runlocal` ~16 min on a 2-core CPU); the encoder stage
 30k steps of batch 32 (~1 h on one GPU at 64 px; `runlocal` 3000 steps, ~10 min on a 2-core CPU).
-ILSGAN's paper reports PerturbGAN-Re at 64 px on CUB with a U-Net segmenter at roughly IoU 0.5-0.6
-(below ILSGAN's ~0.83); the encoder route of the original paper is expected to score lower than
-the U-Net route (the inversion is approximate). `runlocal` on the synthetic data set gives masks
+The original PerturbGAN is listed at IoU ~0.38 on CUB (DRC protocol, as cited by later work);
+ILSGAN reports ~0.83 with ILS on; this configuration (no ILS) is expected in between or near the
+former, and the encoder route below the U-Net route (the inversion is approximate). These are
+unverified targets, not measured here. `runlocal` on the synthetic data set gives masks
 clearly better than the all-foreground baseline in `encoder/report.json`.
 """
 
