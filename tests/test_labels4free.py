@@ -44,7 +44,8 @@ TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
 
 
 def load_config(name: str, arg: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_config_under_test", os.path.join(CONFIGS, f"{name}.py"))
+    path = os.path.join(CONFIGS, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_config_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
@@ -109,7 +110,9 @@ def test_bicubic_upsampling_matches_direct_evaluation_and_tf1():
     reference = tf.compat.v1.image.resize_bicubic(images, [8, 10], align_corners=True).numpy()
     np.testing.assert_allclose(ours, reference, atol=2e-3)
     corners = (slice(None), [0, -1])
-    np.testing.assert_allclose(ours[corners][:, :, [0, -1]], images[corners][:, :, [0, -1]], atol=1e-6)
+    np.testing.assert_allclose(
+        ours[corners][:, :, [0, -1]], images[corners][:, :, [0, -1]], atol=1e-6
+    )
     np.testing.assert_allclose(bicubic_matrix(7, 14).sum(1), 1.0, atol=1e-6)
 
 
@@ -146,7 +149,8 @@ def test_alpha_network_matches_numpy_reference_and_range():
     assert sorted(params) == sorted(
         [f"project{r}_conv{i}" for r in widths for i in (0, 1)] + ["merge16", "to_mask"]
     )
-    assert params["merge16"]["kernel"].shape == (12, 6) and params["to_mask"]["kernel"].shape == (6, 1)
+    assert params["merge16"]["kernel"].shape == (12, 6)
+    assert params["to_mask"]["kernel"].shape == (6, 1)
     for name, leaf in params.items():  # PyTorch's default init: U(+-1/sqrt(fan_in))
         bound = 1.0 / np.sqrt(leaf["kernel"].shape[0])
         assert np.abs(leaf["kernel"]).max() <= bound and np.abs(leaf["bias"]).max() <= bound, name
@@ -171,7 +175,8 @@ def test_alpha_network_rejects_bad_features():
 def tiny_generator():
     generator = Labels4FreeGenerator(RES, truncation_psi=0.6, **TINY)
     z = jax.random.normal(jax.random.key(3), (4, Z_DIM))
-    variables = jax.jit(generator.init)({"params": jax.random.key(1), "noise": jax.random.key(2)}, z)
+    keys = {"params": jax.random.key(1), "noise": jax.random.key(2)}
+    variables = jax.jit(generator.init)(keys, z)
     # A w_avg away from zero so that truncation is visible.
     frozen = variables["frozen"]["generator"]
     w_avg = frozen["buffers"]["mapping"]["w_avg"]
@@ -215,7 +220,8 @@ def test_random_noise_is_reproducible_per_key_and_reaches_both_passes(tiny_gener
         variables,
     )
     run = jax.jit(lambda v, key: generator.apply(v, z, rngs={"noise": key}))
-    a, b, c = run(noisy, jax.random.key(5)), run(noisy, jax.random.key(5)), run(noisy, jax.random.key(6))
+    a, b = run(noisy, jax.random.key(5)), run(noisy, jax.random.key(5))
+    c = run(noisy, jax.random.key(6))
     for name in ("fg_rgb", "bg_rgb", "mask"):
         np.testing.assert_array_equal(a[name], b[name])
         assert float(jnp.max(jnp.abs(a[name] - c[name]))) > 1e-4, name
@@ -246,7 +252,10 @@ def test_gradients_reach_the_alpha_network_only(tiny_generator):
     eps = 1e-2
     along = jax.jit(along)
     numeric = (float(along(eps)) - float(along(-eps))) / (2 * eps)
-    analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree.leaves(grads["params"]), jax.tree.leaves(direction)))
+    analytic = sum(
+        float(jnp.vdot(g, d))
+        for g, d in zip(jax.tree.leaves(grads["params"]), jax.tree.leaves(direction))
+    )
     np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
 
 

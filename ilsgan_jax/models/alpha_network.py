@@ -45,7 +45,9 @@ def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
     (`torch.nn.Upsample(mode='bicubic', align_corners=True)`): output `i` samples input position
     `i * (in_size - 1) / (out_size - 1)`; taps outside the input are clamped to the border."""
     if in_size < 1 or out_size < 2:
-        raise ValueError(f"bicubic_matrix needs in_size >= 1 and out_size >= 2, got {in_size}, {out_size}")
+        raise ValueError(
+            f"bicubic_matrix needs in_size >= 1 and out_size >= 2, got {in_size}, {out_size}"
+        )
     matrix = np.zeros((out_size, in_size), np.float64)
     scale = (in_size - 1) / (out_size - 1)
     for i in range(out_size):
@@ -103,10 +105,13 @@ class AlphaNetwork(nn.Module):
     @nn.compact
     def __call__(self, features: Sequence[tuple[jnp.ndarray, jnp.ndarray]]) -> jnp.ndarray:
         if len(features) < 2:
-            raise ValueError(f"AlphaNetwork needs feature pairs at >= 2 resolutions, got {len(features)}")
+            raise ValueError(
+                f"AlphaNetwork needs feature pairs at >= 2 resolutions, got {len(features)}"
+            )
         for level, pair in enumerate(features):
             expected = features[0][0].shape[1] * 2**level
-            if len(pair) != 2 or any(f.ndim != 4 or f.shape[1:3] != (expected, expected) for f in pair):
+            shape_ok = all(f.ndim == 4 and f.shape[1:3] == (expected, expected) for f in pair)
+            if len(pair) != 2 or not shape_ok:
                 raise ValueError(
                     f"features[{level}] must be two [N, {expected}, {expected}, C] maps, got "
                     f"{[getattr(f, 'shape', None) for f in pair]}"
@@ -160,7 +165,7 @@ class Labels4FreeGenerator(nn.Module):
     min_feature_resolution: int = 8  # coarsest feature maps the alpha network reads
 
     def frozen_generator(self) -> StyleGenerator:
-        """The pretrained generator as an unbound module (its variables: the 'frozen' collection)."""
+        """The pretrained generator, unbound (its variables: the 'frozen' collection)."""
         return StyleGenerator(
             self.resolution,
             3,
@@ -174,7 +179,9 @@ class Labels4FreeGenerator(nn.Module):
 
     def feature_resolutions(self) -> list[int]:
         check_resolution(self.min_feature_resolution, "min_feature_resolution")
-        resolutions = [r for r in block_resolutions(self.resolution) if r >= self.min_feature_resolution]
+        resolutions = [
+            r for r in block_resolutions(self.resolution) if r >= self.min_feature_resolution
+        ]
         if self.min_feature_resolution < 8 or len(resolutions) < 2:
             raise ValueError(
                 f"min_feature_resolution must be in 8..{self.resolution // 2} (the alpha network "
