@@ -198,7 +198,7 @@ def load_segmenter(config, workdir: str) -> dict:
         raise FileNotFoundError(f"No segmenter at {path}; run --mode=train_segmenter first")
     resolution = config.data.resolution
     template = segmenter_lib.create_state(
-        jax.random.key(0), (resolution, resolution, 3), config.segmenter
+        jax.random.key(0), config.segmenter, (resolution, resolution, 3)
     )
     template = {"params": template.params, "batch_stats": template.batch_stats}
     with open(path, "rb") as file:

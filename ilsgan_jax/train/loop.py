@@ -54,6 +54,8 @@ def check_real_batch(images: np.ndarray, config: ml_collections.ConfigDict, wher
         )
     if images.dtype != np.float32:
         raise ValueError(f"{where}: real images must be float32 in [-1, 1], got {images.dtype}")
+    if not np.isfinite(images).all():
+        raise ValueError(f"{where}: real images contain NaN or Inf values")
     low, high = float(images.min()), float(images.max())
     if low < -1.01 or high > 1.01:
         raise ValueError(f"{where}: real images must lie in [-1, 1], got [{low:.3f}, {high:.3f}]")
@@ -168,6 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     def check_finite(current_step: int):
         first_bad = int(jax.device_get(state.nonfinite_step))
         if first_bad >= 0:
+            # An asynchronous save started at an earlier step holds a state that passed this
+            # check then; let it finish so that the message names it (else it reads "none saved"
+            # while the checkpoint appears on disk a moment later).
+            checkpointer.wait_until_finished()
             good = checkpointer.latest_good_step()
             where = (
                 f"step {good} in {checkpointer.directory}" if good is not None else "none saved"
