@@ -249,6 +249,9 @@ def test_nan_loss_raises_naming_step_and_last_good_checkpoint(config, tmp_path, 
     # Batches 4, 5, ... are NaN images: the update from state.step 3 is the first non-finite one;
     # the loop checks at its logging step 4, before the checkpoint of step 4 would be written.
     patch_train_iterator(monkeypatch, records, nan_from_batch=4)
+    # The loop rejects NaN input batches up front (tested below); switch that check off here so
+    # the NaN reaches the train step and exercises the in-step non-finite detector.
+    monkeypatch.setattr(loop, "check_real_batch", lambda *args, **kwargs: None)
     handler_before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(loop.NonFiniteLossError) as raised:
         loop.train_and_evaluate(config, workdir)
@@ -294,3 +297,15 @@ def test_hot_loop_runs_under_an_active_transfer_guard(reference_run):
     assert len(probes["read"]) == TOTAL_STEPS
     # Outside the block the loop ran normally: the final metrics are finite host floats.
     assert np.isfinite(reference_run["result"].last_metrics["d/loss"])
+
+
+def test_nan_input_batch_is_rejected_before_the_step(config):
+    images = np.zeros((8, 16, 16, 3), np.float32)
+    loop.check_real_batch(images, config, "batch")  # a valid batch passes
+    images[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        loop.check_real_batch(images, config, "batch")
+    with pytest.raises(ValueError, match="config.data.resolution"):
+        loop.check_real_batch(np.zeros((8, 32, 32, 3), np.float32), config, "batch")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        loop.check_real_batch(np.full((8, 16, 16, 3), 3.0, np.float32), config, "batch")
