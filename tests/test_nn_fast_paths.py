@@ -58,18 +58,21 @@ def test_short_filter_leaves_empty_phases_zero():
     np.testing.assert_array_equal(np.asarray(fast), want)
 
 
-def test_transposed_conv_is_the_full_correlation_of_the_zero_inserted_image():
+@pytest.mark.parametrize("kernel_size,up", [(3, 2), (4, 2), (1, 2), (2, 3)])
+def test_transposed_conv_is_the_full_correlation_of_the_zero_inserted_image(kernel_size, up):
+    k = kernel_size
     x = RNG.normal(size=(2, 5, 4, 3)).astype(np.float32)
-    w = RNG.normal(size=(3, 3, 3, 2)).astype(np.float32)
+    w = RNG.normal(size=(k, k, 3, 2)).astype(np.float32)
     got = np.asarray(
-        jax.jit(transposed_conv2d, static_argnums=2)(jnp.asarray(x), jnp.asarray(w), 2)
+        jax.jit(transposed_conv2d, static_argnums=2)(jnp.asarray(x), jnp.asarray(w), up)
     )
-    zero_inserted = np.zeros((2, 2 * 5 - 1 + 4, 2 * 4 - 1 + 4, 3), np.float32)
-    zero_inserted[:, 2:-2:2, 2:-2:2] = x
-    want = np.zeros((2, 2 * 5 + 1, 2 * 4 + 1, 2))
-    for dy in range(3):
-        for dx in range(3):
-            window = zero_inserted[:, dy : dy + want.shape[1], dx : dx + want.shape[2]]
+    out_h, out_w = up * (5 - 1) + k, up * (4 - 1) + k
+    zero_inserted = np.zeros((2, out_h + k - 1, out_w + k - 1, 3), np.float32)
+    zero_inserted[:, k - 1 : k - 1 + up * 5 : up, k - 1 : k - 1 + up * 4 : up] = x
+    want = np.zeros((2, out_h, out_w, 2))
+    for dy in range(k):
+        for dx in range(k):
+            window = zero_inserted[:, dy : dy + out_h, dx : dx + out_w]
             want += np.einsum("nhwi,io->nhwo", window, w[dy, dx])
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
