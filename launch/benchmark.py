@@ -1,0 +1,229 @@
+r"""Train-step benchmark: compile time, images/s, peak host memory and model FLOP utilisation.
+
+For each (widths, resolution) the full ILSGAN train step of `configs/ilsgan.py` (G main, D main,
+lazy R1 every `r1_interval` steps, EMA) is compiled for the local devices and run on random real
+images; the timed window covers `--steps` consecutive steps after a warm-up step, so with
+`--steps >= r1_interval` (16) exactly one R1 phase per 16 steps is included (R1 amortised).
+
+  python launch/benchmark.py --resolutions=32,64,128 --widths=paper,runlocal --steps=16 \
+      --output=/tmp/benchmark.json [--input]
+
+Widths: 'paper' = channel_base 16384, channel_max 256, z/w 512, 8 mapping layers (the config's
+defaults, ADA as configured); 'runlocal' = the 2-core-CPU variant (channel_base 1024, channel_max
+64, z/w 64, 4 mapping layers, no ADA). `--skip=paper:128` (default) leaves out pairs that are too
+slow on a CPU.
+
+Columns: compile seconds (lowering + XLA compilation), steady-state images/s (mean over the timed
+steps), peak resident host memory so far (`ru_maxrss`, the process maximum: monotone over rows),
+GFLOPs per step from XLA's cost analysis of the compiled step (for the R1 `cond` XLA counts the
+costlier branch, so this is a per-step upper bound: R1 amortised over 16 steps costs less), and
+model FLOP utilisation = FLOPs/step x steps/s / the dense float32 matmul FLOP/s measured on the
+same machine (a 2048^2 `jnp.dot`). The 1-minute load average is recorded with every row: the
+numbers are only comparable at similar load. `--input` adds the input pipeline's throughput
+(`launch/benchmark_input.py`).
+"""
+
+import importlib.util
+import json
+import os
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from jax.sharding import NamedSharding, PartitionSpec
+
+from ilsgan_jax import parallel
+from ilsgan_jax.train import builders
+from ilsgan_jax.train import state as state_lib
+from ilsgan_jax.train import step as step_lib
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIDTHS = ("paper", "runlocal")
+
+_RESOLUTIONS = flags.DEFINE_list("resolutions", ["32", "64", "128"], "Image sides to measure.")
+_WIDTHS = flags.DEFINE_list("widths", list(WIDTHS), "Network widths: paper and/or runlocal.")
+_STEPS = flags.DEFINE_integer("steps", 16, "Timed train steps per row (>= 16 includes one R1).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+_SKIP = flags.DEFINE_list("skip", ["paper:128"], "widths:resolution pairs to leave out.")
+_OUTPUT = flags.DEFINE_string("output", None, "Path of the JSON file of the results.")
+_INPUT = flags.DEFINE_bool("input", False, "Also measure the input pipeline (benchmark_input).")
+_CACHE = flags.DEFINE_bool(
+    "compilation_cache", False, "Use the persistent compilation cache (compile times then lie)."
+)
+_INPUT_BATCHES = flags.DEFINE_integer("input_batches", 20, "Timed batches of the input benchmark.")
+
+
+def load_config_module():
+    """Imports `configs/ilsgan.py` of this checkout."""
+    path = os.path.join(_REPO, "configs", "ilsgan.py")
+    spec = importlib.util.spec_from_file_location("ilsgan_benchmark_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_config(widths: str, resolution: int, batch_size: int):
+    """The ILSGAN config at `widths` ('paper' | 'runlocal') and `resolution`."""
+    if widths not in WIDTHS:
+        raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
+    variant = f"res={resolution}" + (",runlocal" if widths == "runlocal" else "")
+    config = load_config_module().get_config(variant)
+    config.train.batch_size = batch_size
+    return config
+
+
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
+    """Best-of-`repeats` float32 FLOP/s of a jitted `size x size` matmul on the default device."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.dot)
+    jax.block_until_ready(matmul(a, a))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, a))
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def step_flops(compiled) -> float:
+    """FLOPs of one call of a compiled computation from XLA's cost analysis (0 if unavailable)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older jax: one dict per program
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
+def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: int) -> dict:
+    """Compiles and times the train step; returns one row of results."""
+    config = make_config(widths, resolution, batch_size)
+    mesh = parallel.create_mesh()
+    networks = builders.build_networks(config)
+    optimizers = builders.build_optimizers(config)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = jax.jit(
+        lambda key: state_lib.create_train_state(config, networks, optimizers, key),
+        out_shardings=replicated,
+    )(jax.random.key(config.seed))
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
+    real = jax.device_put(real, NamedSharding(mesh, PartitionSpec("data")))
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(config, networks, optimizers), mesh
+    )
+
+    start = time.perf_counter()
+    compiled = train_step.lower(state, real).compile()
+    compile_seconds = time.perf_counter() - start
+    flops = step_flops(compiled)
+
+    state, metrics = compiled(state, real)  # warm-up (step 0 runs R1)
+    jax.block_until_ready(metrics)
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, real)
+    jax.block_until_ready(metrics)
+    seconds = time.perf_counter() - start
+    return {
+        "widths": widths,
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "devices": len(mesh.devices.flat),
+        "ada": config.ada.mode,
+        "steps": steps,
+        "compile_seconds": round(compile_seconds, 1),
+        "seconds_per_step": round(seconds / steps, 4),
+        "images_per_second": round(batch_size * steps / seconds, 1),
+        "peak_host_memory_mb": round(peak_memory_mb(), 0),
+        "gflops_per_step": round(flops / 1e9, 2),
+        "load_average_1min": round((load_before + os.getloadavg()[0]) / 2, 2),
+    }
+
+
+def add_utilisation(row: dict, matmul_flops: float) -> dict:
+    """Adds `mfu`: the step's FLOP/s over the measured dense matmul FLOP/s."""
+    step_flop_rate = row["gflops_per_step"] * 1e9 / row["seconds_per_step"]
+    row["achieved_gflop_per_second"] = round(step_flop_rate / 1e9, 1)
+    row["mfu"] = round(step_flop_rate / matmul_flops, 3)
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = [
+        ("widths", "widths"),
+        ("resolution", "res"),
+        ("compile_seconds", "compile s"),
+        ("images_per_second", "img/s"),
+        ("peak_host_memory_mb", "peak MiB"),
+        ("gflops_per_step", "GFLOP/step"),
+        ("achieved_gflop_per_second", "GFLOP/s"),
+        ("mfu", "MFU"),
+        ("load_average_1min", "load"),
+    ]
+    lines = [" ".join(f"{title:>11}" for _, title in columns)]
+    for row in rows:
+        lines.append(" ".join(f"{str(row.get(key, '')):>11}" for key, _ in columns))
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    if _CACHE.value:
+        from ilsgan_jax import runtime
+
+        runtime.setup_compilation_cache()
+    skip = {item.strip() for item in _SKIP.value if item.strip()}
+    for widths in _WIDTHS.value:
+        if widths not in WIDTHS:
+            raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
+    matmul_flops = matmul_flops_per_second()
+    logging.info("dense float32 matmul: %.1f GFLOP/s", matmul_flops / 1e9)
+    rows = []
+    for widths in _WIDTHS.value:
+        for resolution in (int(r) for r in _RESOLUTIONS.value):
+            if f"{widths}:{resolution}" in skip:
+                logging.info("skipping %s:%d (--skip)", widths, resolution)
+                continue
+            row = add_utilisation(
+                benchmark_train_step(widths, resolution, _BATCH_SIZE.value, _STEPS.value),
+                matmul_flops,
+            )
+            logging.info("%s", row)
+            rows.append(row)
+    result = {
+        "backend": jax.default_backend(),
+        "devices": [str(device) for device in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "matmul_gflop_per_second": round(matmul_flops / 1e9, 1),
+        "train_step": rows,
+    }
+    text = format_table(rows)
+    if _INPUT.value:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from benchmark_input import benchmark_input  # launch/benchmark_input.py
+        from benchmark_input import format_table as format_input_table
+
+        resolutions = sorted({int(r) for r in _RESOLUTIONS.value})
+        input_rows = benchmark_input(
+            resolutions, batch_size=_BATCH_SIZE.value, num_batches=_INPUT_BATCHES.value
+        )
+        result["input_pipeline"] = input_rows
+        text += "\n\ninput pipeline (images/s)\n" + format_input_table(input_rows)
+    print(f"dense matmul: {result['matmul_gflop_per_second']} GFLOP/s, devices: {jax.devices()}")
+    print(text)
+    if _OUTPUT.value:
+        with open(_OUTPUT.value, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)
