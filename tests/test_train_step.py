@@ -329,13 +329,13 @@ def run_training(step_under_test, mesh, pool: np.ndarray, num_steps: int, seed: 
     """`num_steps` steps on random batches from `pool`; returns the host metrics per step."""
     rng = np.random.default_rng(seed)
     step = step_under_test.jitted(mesh)
-    state = fx.to_device_copy(step_under_test.initial_state)
+    state, _ = fx.on_mesh(mesh, step_under_test.initial_state, pool[:BATCH])
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     history = []
-    with mesh:
-        for _ in range(num_steps):
-            batch = pool[rng.choice(len(pool), BATCH, replace=False)]
-            state, metrics = step(state, batch)
-            history.append(metrics)
+    for _ in range(num_steps):
+        batch = pool[rng.choice(len(pool), BATCH, replace=False)]
+        state, metrics = step(state, jax.device_put(batch, batch_sharding))
+        history.append(metrics)
     history = jax.device_get(history)
     return {name: np.array([m[name] for m in history]) for name in history[0]}, state
 

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.train import builders
@@ -88,19 +88,21 @@ class StepUnderTest:
 
     def run(self, mesh: Mesh, state: TrainState, images: np.ndarray):
         """One step from a host state; returns (new host state, host metrics as floats)."""
-        with mesh:
-            new_state, metrics = self.jitted(mesh)(to_device_copy(state), images)
+        new_state, metrics = self.jitted(mesh)(*on_mesh(mesh, state, images))
         return to_host(new_state), {name: float(value) for name, value in metrics.items()}
+
+
+def on_mesh(mesh: Mesh, state, images: np.ndarray):
+    """Copies of the state (replicated) and the batch (sharded on 'data') placed as the jitted
+    step expects them, so its outputs can be fed back without compiling a second time."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = jax.device_put(jax.tree.map(np.array, state), replicated)
+    return state, jax.device_put(images, NamedSharding(mesh, PartitionSpec("data")))
 
 
 def to_host(tree):
     """Device pytree -> NumPy pytree (a copy that the donating step cannot invalidate)."""
     return jax.tree.map(np.array, jax.device_get(tree))
-
-
-def to_device_copy(tree):
-    """Fresh NumPy copies of every leaf (the jitted step places them on the mesh)."""
-    return jax.tree.map(np.array, tree)
 
 
 def with_p(state: TrainState, p: float) -> TrainState:
