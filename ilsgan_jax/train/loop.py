@@ -21,7 +21,7 @@ from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.train import builders, checkpointing
 from ilsgan_jax.train.state import TrainState, create_train_state
-from ilsgan_jax.train.step import jit_train_step, make_train_step
+from ilsgan_jax.train.step import jit_phased_train_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -153,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
 
     # ----- Update step, samples, hooks ----------------------------------------------------
-    train_step = jit_train_step(make_train_step(config, networks, optimizers), mesh)
+    train_step = jit_phased_train_step(config, networks, optimizers, mesh)
     sample_fn = sample_grids.make_sample_fn(
         networks.generator, config, config.train.num_sample_images, config.seed
     )
@@ -203,7 +203,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 check_real_batch(batch["image"], config, "input pipeline batch")
                 with jax.transfer_guard("disallow"):
                     global_batch = parallel.make_global_batch(mesh, batch)
-                    state, metrics = train_step(state, global_batch["image"])
+                    state, metrics = train_step(state, global_batch["image"], step)
                 history.append(metrics)
                 step += 1
                 report_progress(step)
