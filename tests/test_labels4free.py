@@ -297,6 +297,7 @@ def two_stage_run(tmp_path_factory):
     return dict(config=config_b, a=result_a, b=result_b, initial=initial, workdir=workdir_b)
 
 
+@pytest.mark.slow  # two training runs (stylegan2 then labels4free) compile two systems (~3 min)
 def test_frozen_generator_is_the_pretrained_one_and_never_changes(two_stage_run):
     a_state, b_state = two_stage_run["a"].state, two_stage_run["b"].state
     assert two_stage_run["b"].steps == 3
@@ -313,6 +314,7 @@ def test_frozen_generator_is_the_pretrained_one_and_never_changes(two_stage_run)
     assert set(b_state.g_buffers) == {"frozen"}
 
 
+@pytest.mark.slow  # two training runs (stylegan2 then labels4free) compile two systems (~3 min)
 def test_alpha_network_trains_with_its_ema_and_optimiser(two_stage_run):
     state, initial = two_stage_run["b"].state, two_stage_run["initial"]
     moved = [
@@ -342,6 +344,7 @@ def test_alpha_network_trains_with_its_ema_and_optimiser(two_stage_run):
     assert max(d_moved) > 1e-6
 
 
+@pytest.mark.slow  # two training runs (stylegan2 then labels4free) compile two systems (~3 min)
 def test_logged_g_loss_includes_the_background_area_term(two_stage_run):
     metrics, config = two_stage_run["b"].last_metrics, two_stage_run["config"]
     expected = (
@@ -354,6 +357,7 @@ def test_logged_g_loss_includes_the_background_area_term(two_stage_run):
     assert 0.0 < metrics["mask/mean"] < 1.0
 
 
+@pytest.mark.slow  # two training runs (stylegan2 then labels4free) compile two systems (~3 min)
 def test_sample_grid_has_a_mask_row(two_stage_run):
     path = os.path.join(two_stage_run["workdir"], "samples", "step_0000003.png")
     grid = np.asarray(Image.open(path).convert("RGB")).astype(np.int32)

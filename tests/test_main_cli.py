@@ -125,6 +125,7 @@ def sigterm_run(tmp_path_factory):
     return dict(workdir=workdir, returncode=returncode, output=output)
 
 
+@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
 def test_sigterm_exits_cleanly_after_a_final_checkpoint(sigterm_run):
     output = sigterm_run["output"]
     assert sigterm_run["returncode"] == 0, output[-3000:]
@@ -140,6 +141,7 @@ def test_sigterm_exits_cleanly_after_a_final_checkpoint(sigterm_run):
     assert leftovers == []
 
 
+@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
 def test_train_writes_tensorboard_events(sigterm_run):
     import tensorflow as tf
 
@@ -164,6 +166,7 @@ def test_train_writes_tensorboard_events(sigterm_run):
     assert ("samples", 2) in images
 
 
+@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
 def test_train_writes_sample_png_grids(sigterm_run):
     samples = os.path.join(sigterm_run["workdir"], "samples")
     latest = Image.open(os.path.join(samples, "latest.png"))

@@ -119,6 +119,7 @@ def test_built_optimisers_step_sizes(loss, g_lr, d_lr):
         np.testing.assert_allclose(update, lr * expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles a WGAN-GP train step (~2-3 min on 2 cores)
 def test_wgan_gp_train_step_compiles_and_is_finite():
     config = tiny(get_config("loss=wgan_gp,contrast=1,runlocal,res=16"))
     networks = builders.build_networks(config)
