@@ -370,9 +370,10 @@ class TrainPhases(NamedTuple):
 
     main: `(state, real_images) -> (state, metrics)`: G main, D main, (estimator), EMA, ADA.
     r1: `(state, real_images) -> (state, {'d/r1_penalty'})` run after `main` on iterations with
-      `step % r1_interval == 0` (None when the loss has no lazy R1). R1 iterations never adjust
-      ADA's p (`r1_interval` is a multiple of the ADA interval), so counting R1's signs after
-      `main`'s ADA update equals the reference's order.
+      `step % r1_interval == 0` (None when the loss has no lazy R1). `main` adjusts ADA's p when
+      `(step + 1) % ada.interval == 0`, which on an R1 iteration (step = 0 mod 16) only happens
+      for `ada.interval == 1`; otherwise counting R1's signs after `main`'s ADA update equals the
+      reference's order (with interval 1 they count towards the next adjustment instead).
     """
 
     main: Callable
