@@ -20,9 +20,8 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from loop_helpers import CONFIG_PATH, REPO_ROOT, RESOLUTION, checkpoint_steps, tiny_cli_flags
+from PIL import Image
 
 pytestmark = pytest.mark.timeout(900)
 

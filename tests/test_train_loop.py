@@ -21,11 +21,11 @@ import signal
 import jax
 import numpy as np
 import pytest
+from loop_helpers import checkpoint_steps, patch_train_iterator, tiny_loop_config
 from PIL import Image
 
 from ilsgan_jax import parallel
 from ilsgan_jax.train import checkpointing, loop
-from loop_helpers import checkpoint_steps, patch_train_iterator, tiny_loop_config
 
 TOTAL_STEPS = 6  # "2k"
 INTERRUPT_STEP = 3  # "k": SIGTERM arrives while batch 3 is produced

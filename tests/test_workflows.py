@@ -21,13 +21,13 @@ import shutil
 import flax.serialization
 import numpy as np
 import pytest
+from loop_helpers import RESOLUTION, checkpoint_steps, tiny_loop_config
 from PIL import Image
 
 from ilsgan_jax import workflows
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
 from ilsgan_jax.train import loop
-from loop_helpers import RESOLUTION, checkpoint_steps, tiny_loop_config
 
 NUM_STUB_PAIRS = 400
 STUB_SHARD = 100

@@ -58,7 +58,6 @@ def make_train_phases(
     ada_cfg = as_ada_config(config.ada)
     batch = config.train.batch_size
     resolution = config.data.resolution
-    z_dim = config.model.z_dim
     perturb = loss_cfg.xint_max > 0 or loss_cfg.bg_contrast > 0
     gamma = r1_gamma(config)
     r1_interval = int(loss_cfg.r1_interval)
