@@ -19,6 +19,7 @@ from clu import metric_writers, periodic_actions
 from ilsgan_jax import labels4free, parallel
 from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
+from ilsgan_jax.evaluate import training_fid
 from ilsgan_jax.train import builders, checkpointing
 from ilsgan_jax.train.state import TrainState, create_train_state
 from ilsgan_jax.train.step import jit_phased_train_step
@@ -157,6 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     sample_fn = sample_grids.make_sample_fn(
         networks.generator, config, config.train.num_sample_images, config.seed
     )
+    evaluate_fid = None
+    if config.train.eval_every_steps:
+        evaluate_fid = training_fid.make_fid_evaluator(config, networks)
     report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     console = _ConsoleProgress(config.train.progress_bar, total_steps, start_step)
     preemption = checkpointing.install_preemption_handler()
@@ -228,12 +232,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     step % config.train.sample_every_steps == 0 or last or stop
                 ):
                     sample_png = write_samples(step) or sample_png
-                if checkpointer.should_save(step) or last or stop:
+                fid_metrics = None
+                if evaluate_fid is not None and step % config.train.eval_every_steps == 0:
+                    fid = evaluate_fid(state)
+                    if fid is not None:
+                        fid_metrics = {"fid": fid}
+                        writer.write_scalars(step, {"fid10k_full": fid})
+                if checkpointer.should_save(step) or last or stop or fid_metrics:
                     check_finite(step)
-                    checkpointer.save(
+                    checkpointer.save(  # the best-FID checkpoint is kept besides the last K
                         step,
                         state,
                         extra={"images_seen": step * config.train.batch_size, "data_step": step},
+                        metrics=fid_metrics,
                         force=True,
                     )
                 if stop:
