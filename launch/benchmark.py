@@ -15,7 +15,7 @@ slow on a CPU.
 
 Columns: compile seconds (lowering + XLA compilation), steady-state images/s (mean over the timed
 steps), peak resident host memory so far (`ru_maxrss`, the process maximum: monotone over rows),
-GFLOPs per step from XLA's cost analysis of the compiled phases (R1 amortised over its interval), and
+GFLOPs per step from XLA cost analysis of the compiled phases (R1 amortised over 16 steps), and
 model FLOP utilisation = FLOPs/step x steps/s / the dense float32 matmul FLOP/s measured on the
 same machine (a 2048^2 `jnp.dot`). The 1-minute load average is recorded with every row: the
 numbers are only comparable at similar load. `--input` adds the input pipeline's throughput
