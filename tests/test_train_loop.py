@@ -59,15 +59,15 @@ def reference_run(config, tmp_path_factory):
     make_global_batch and the train step), implicit transfers must raise."""
     workdir = str(tmp_path_factory.mktemp("reference"))
     records, probes = [], {"upload": [], "scalar": [], "read": [], "batch": []}
-    real_jit_train_step = loop.jit_train_step
+    real_jit_phased_train_step = loop.jit_phased_train_step
     real_make_global_batch = parallel.make_global_batch
 
-    def probing_jit_train_step(train_step, mesh):
-        compiled = real_jit_train_step(train_step, mesh)
+    def probing_jit_phased_train_step(config, networks, optimizers, mesh):
+        compiled = real_jit_phased_train_step(config, networks, optimizers, mesh)
         upload = jax.jit(lambda images: images)
 
-        def run(state, images):
-            new_state, metrics = compiled(state, images)
+        def run(state, images, step):
+            new_state, metrics = compiled(state, images, step)
             # Hidden syncs the guard must catch: an implicit upload of a host array ...
             probes["upload"].append(_error_of(lambda: upload(np.zeros((2, 3), np.float32))))
             # ... and a host scalar mixed into device math (an implicit upload too).
@@ -86,7 +86,7 @@ def reference_run(config, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch_train_iterator(patch, records)
-        patch.setattr(loop, "jit_train_step", probing_jit_train_step)
+        patch.setattr(loop, "jit_phased_train_step", probing_jit_phased_train_step)
         patch.setattr(parallel, "make_global_batch", probing_make_global_batch)
         result = loop.train_and_evaluate(config, workdir)
     return dict(workdir=workdir, result=result, records=records, probes=probes)
