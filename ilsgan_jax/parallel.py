@@ -265,10 +265,14 @@ def make_global_batch(mesh: Mesh, local_batch: PyTree) -> PyTree:
             f"{devices_here} devices; {BATCH_SIZE_FIELD} must be a multiple of "
             f"{mesh.devices.size} (the number of devices)."
         )
-    return jax.tree.map(
-        lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)),
-        local_batch,
-    )
+    # The one intended host->device copy of a train step: allowed explicitly, so that the loop
+    # can run under `jax.transfer_guard("disallow")` (multi-process, this copy goes through
+    # `batched_device_put`, which the guard would otherwise refuse).
+    with jax.transfer_guard("allow"):
+        return jax.tree.map(
+            lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)),
+            local_batch,
+        )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -417,9 +417,12 @@ class PhasedTrainStep:
         self.main = jit_train_step(phases.main, mesh)
         self.r1 = jit_train_step(phases.r1, mesh) if phases.r1 is not None else None
         # Reported as the R1 penalty on iterations without R1 (made once: no per-step transfer).
-        self._no_r1 = jax.device_put(
-            jnp.full((), jnp.nan, jnp.float32), NamedSharding(mesh, PartitionSpec())
-        )
+        # Built on the devices by a jitted function: a multi-process `device_put` would compare
+        # the host values across processes, and NaN != NaN.
+        self._no_r1 = jax.jit(
+            lambda: jnp.full((), jnp.nan, jnp.float32),
+            out_shardings=NamedSharding(mesh, PartitionSpec()),
+        )()
 
     def __call__(self, state: TrainState, real_images, step: int):
         state, metrics = self.main(state, real_images)
