@@ -32,29 +32,20 @@ the train step does not switch on `system='independence_prior'` yet, and the def
 "our choice" below are not from the paper (which gives no values we could check).
 """
 
-import importlib.util
 import math
 import os
 
 import ml_collections
+
+from ilsgan_jax.config_files import load_sibling_config
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ILS_MODES = ("off", "pairwise")
 AREA_MASKS = ("provider", "layout")
 
 
-def _load_ilsgan_config_module():
-    """configs/ilsgan.py from this directory (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "ilsgan_base_config", os.path.join(_HERE, "ilsgan.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    ilsgan = _load_ilsgan_config_module()
+    ilsgan = load_sibling_config(__file__, "ilsgan.py")
     args = ilsgan.parse_arg(arg)
     known = {"dataset", "res", "runlocal", "k", "share", "ils"}
     unknown = set(args) - known

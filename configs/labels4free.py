@@ -18,20 +18,12 @@ rescaling (alpha: interval 4 -> lr 1.6e-4, beta2 0.99^0.8; D: interval 16 -> lr 
 the sample grids (workdir/samples) separates the object from the background.
 """
 
-import importlib.util
-import os
-
-
-def _stylegan2_config_module():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stylegan2.py")
-    spec = importlib.util.spec_from_file_location("stylegan2_base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ilsgan_jax.config_files import load_sibling_config
 
 
 def get_config(arg: str | None = None):
-    config = _stylegan2_config_module().get_config(arg)  # same model/data as the pretrained run
+    # Same model and data as the pretrained run.
+    config = load_sibling_config(__file__, "stylegan2.py").get_config(arg)
     config.system = "labels4free"  # frozen pretrained StyleGAN2 + trainable alpha network
 
     config.labels4free = {}

@@ -44,11 +44,12 @@ unverified targets, not measured here. `runlocal` on the synthetic data set give
 clearly better than the all-foreground baseline in `encoder/report.json`.
 """
 
-import importlib.util
 import math
 import os
 
 import ml_collections
+
+from ilsgan_jax.config_files import load_sibling_config
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("ns_r1", "wgan_gp")
@@ -61,16 +62,6 @@ WGAN_BETAS = (0.0, 0.99)
 WGAN_EMA_DECAY = 0.999  # perturbed-seg `accumulate(g_running, generator)`: 0.999 per G step
 
 
-def _load_ilsgan_config_module():
-    """configs/ilsgan.py from this directory (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "ilsgan_base_config", os.path.join(_HERE, "ilsgan.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def ema_kimg_for_decay(decay: float, batch_size: int) -> float:
     """The EMA half-life (kimg) whose per-step decay `0.5 ** (batch / (kimg * 1000))` is `decay`."""
     if not 0.0 < decay < 1.0:
@@ -79,7 +70,7 @@ def ema_kimg_for_decay(decay: float, batch_size: int) -> float:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    ilsgan = _load_ilsgan_config_module()
+    ilsgan = load_sibling_config(__file__, "ilsgan.py")
     args = ilsgan.parse_arg(arg)
     known = {"dataset", "res", "runlocal", "loss", "contrast"}
     unknown = set(args) - known

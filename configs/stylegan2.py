@@ -10,20 +10,11 @@ StyleGAN2-ADA at the same kimg; `runlocal` (synthetic, 32 px, ~80 kimg on a 2-co
 recognisable textured objects on textured backgrounds.
 """
 
-import importlib.util
-import os
-
-
-def _base_config_module():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ilsgan.py")
-    spec = importlib.util.spec_from_file_location("ilsgan_base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ilsgan_jax.config_files import load_sibling_config
 
 
 def get_config(arg: str | None = None):
-    config = _base_config_module().get_config(arg)
+    config = load_sibling_config(__file__, "ilsgan.py").get_config(arg)
     config.system = "stylegan2"  # plain generator through the shared train step
     config.loss.ils.enabled = False  # no layers, no ILS
     config.loss.xint_max = 0.0  # no layer perturbation
