@@ -19,6 +19,7 @@ Expected: the paper reports, at 64 px after 8000 kimg, CUB FID ~10 and segmenter
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from ilsgan_jax.augment.config import default_ada_config
 from ilsgan_jax.data.config import default_data_config
@@ -126,16 +127,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Evaluation ---------------------------------------------------------------------------
     config.eval = ml_collections.ConfigDict()
-    config.eval.fid_num_images = 10_000  # generated images for FID during training
+    config.eval.fid_num_images = 10_000  # generated images for FID during training (fid10k_full)
+    config.eval.fid_full_num_images = 50_000  # generated images of --mode=fid (fid50k_full)
+    config.eval.kid_subsets = 100  # --mode=fid: KID subsets (StyleGAN2-ADA's kid50k_full)
+    config.eval.kid_subset_size = 1000  # --mode=fid: images per KID subset (capped by the counts)
     config.eval.batch_size = 64  # evaluation batch
 
     # --- Segmentation stage (export, U-Net) ----------------------------------------------------
     config.export = ml_collections.ConfigDict()
     config.export.num_pairs = 50_000  # synthetic (image, mask) pairs from the EMA generator
-    config.export.shard_size = 1000  # pairs per .npz shard
+    config.export.shard_size = 1000  # pairs per TFRecord shard of the tfds export
     config.export.seed = 0  # latent seed of the export
     config.export.png = False  # also write PNG files
     config.segmenter = default_segmenter_config()  # DESIGN.md U-Net: 6000 it, batch 64, Adam 1e-3
+
+    # --- MINE diagnostic (--mode=mine; ILSGAN's eval_MI_MINE.py settings) -------------------------
+    config.mine = ml_collections.ConfigDict()
+    config.mine.num_samples = 10_000  # generated (fg, bg, mask) triples the critic trains on
+    config.mine.seed = 0  # latent seed of those samples and of the critic
+    config.mine.hidden_sizes = (3000,)  # critic MLP hidden widths (ReLU)
+    config.mine.learning_rate = 2e-4  # critic Adam step size
+    config.mine.batch_size = 64  # joint samples per critic step
+    config.mine.num_steps = 20_000  # critic steps per region pair (the reference runs up to 100k)
+    config.mine.ema_decay = config_dict.placeholder(float)  # MINE's moving-average gradient
+    # correction in (0, 1); None = the plain Donsker-Varadhan bound
 
     if runlocal:
         # 2-core CPU: 32 px, narrow nets, calibrated on the PyTorch reference (see issue 9).
@@ -161,5 +176,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.segmenter.num_steps = 1500
         config.segmenter.lr_decay_steps = 1000
         config.segmenter.eval_every_steps = 500
+        config.mine.num_samples = 2000
+        config.mine.hidden_sizes = (256,)
+        config.mine.num_steps = 2000
         config.loss.ils.estimator_widths = (8, 16, 16)
     return config

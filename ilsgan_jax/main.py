@@ -1,7 +1,8 @@
 r"""Entry point: `python -m ilsgan_jax.main --mode=train --config=configs/ilsgan.py:runlocal
 --workdir=DIR [--config.train.batch_size=64 ...]`.
 
-Modes: train, export, train_segmenter, segment, evaluate, demo (train -> export ->
+Modes: train, export, train_segmenter, segment, evaluate, fid (fid50k_full + KID of the EMA
+generator -> fid.json), mine (MINE region diagnostic -> mine_report.json), demo (train -> export ->
 train_segmenter -> score; what `make demo` runs), train_encoder (PerturbGAN: train and score the
 inversion encoder, configs/perturbgan.py). All logic lives in importable modules.
 """
@@ -12,7 +13,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 MODES = (
-    "train", "export", "train_segmenter", "segment", "evaluate", "demo", "train_encoder"
+    "train", "export", "train_segmenter", "segment", "evaluate", "fid", "mine", "demo",
+    "train_encoder",
 )
 
 _CONFIG = config_flags.DEFINE_config_file(

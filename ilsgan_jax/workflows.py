@@ -1,15 +1,16 @@
 """The stages after GAN training: export synthetic pairs, train and score the segmenter, segment a
-user's folder, evaluate, and the end-to-end demo. Each is a plain function of (config, workdir),
-called by `ilsgan_jax.main` (modes export, train_segmenter, segment, evaluate, demo) and by the
-Colab notebook.
+user's folder, evaluate, FID/KID and MINE reports, and the end-to-end demo. Each is a plain
+function of (config, workdir), called by `ilsgan_jax.main` (modes export, train_segmenter,
+segment, evaluate, fid, mine, demo) and by the Colab notebook.
 
-Workdir layout: `checkpoints/` (GAN train state), `samples/` (grids), `export/` (pairs as
-`shard_XXXXX.npz`), `segmenter/` (best U-Net + `report.json`), `previews/`, `report.json`.
+Workdir layout: `checkpoints/` (GAN train state), `samples/` (grids), `export/` (pairs as the
+tfds data set `export/ilsgan_pairs/1.0.0`, optional `export/png/`), `segmenter/` (best U-Net +
+`report.json`), `previews/`, `report.json`, `fid.json`, `mine_report.json`.
 """
 
-import glob
 import json
 import os
+import shutil
 import time
 
 import flax.serialization
@@ -18,22 +19,27 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from ilsgan_jax import parallel
 from ilsgan_jax.data import input_pipeline
+from ilsgan_jax.evaluate import inception, pair_dataset, training_fid
+from ilsgan_jax.evaluate import mine as mine_lib
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
 from ilsgan_jax.train import builders, checkpointing
 from ilsgan_jax.train.state import create_train_state
 
-EXPORT_KEYS = ("image", "mask", "fg_rgb", "bg_rgb", "soft_mask")
+EXPORT_KEYS = pair_dataset.PAIR_KEYS
 
 
 # ----------------------------------------------------------------------------------------------
 # GAN checkpoint
 # ----------------------------------------------------------------------------------------------
-def restore_train_state(config: ml_collections.ConfigDict, workdir: str):
-    """The newest good GAN train state in `workdir/checkpoints` and its step.
+def restore_train_state(config: ml_collections.ConfigDict, workdir: str, *, prefer_best=False):
+    """A GAN train state from `workdir/checkpoints`, its step and the networks: with
+    `prefer_best`, the kept checkpoint with the lowest FID if any checkpoint has one (DESIGN.md:
+    export from the lowest-FID snapshot), else the newest good one.
 
     Raises FileNotFoundError naming the directory when there is no checkpoint."""
     mesh = parallel.create_mesh()
@@ -49,6 +55,11 @@ def restore_train_state(config: ml_collections.ConfigDict, workdir: str):
     directory = os.path.join(workdir, "checkpoints")
     checkpointer = checkpointing.Checkpointer(directory, save_every_steps=1, keep_last=1000)
     try:
+        best_step = checkpointer.best_step() if prefer_best else None
+        if best_step is not None:
+            state, _ = checkpointer.restore(best_step, abstract)
+            logging.info("Using the best-FID checkpoint, step %d", best_step)
+            return state, best_step, networks
         restored = checkpointer.restore_latest(abstract)
     finally:
         checkpointer.close()
@@ -63,34 +74,15 @@ def restore_train_state(config: ml_collections.ConfigDict, workdir: str):
 # ----------------------------------------------------------------------------------------------
 # Export
 # ----------------------------------------------------------------------------------------------
-def _save_npz_atomic(path: str, arrays: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=False) -> str:
-    """Writes `config.export.num_pairs` (composite, mask > 0.5) pairs from the EMA generator
-    (truncation 1, constant noise, no perturbation) as `export/shard_XXXXX.npz`, each with uint8
-    `image` [S, R, R, 3], `mask` [S, R, R, 1] in {0, 1}, `fg_rgb`, `bg_rgb` and `soft_mask`
-    (0..255). Shard i uses latents from `fold_in(key(export.seed), i)`, so the output is
-    deterministic and resumable (finished shards are skipped; writes are atomic); process p of
-    P writes the shards with `i % P == p`. Returns the export directory."""
-    export = config.export
-    out_dir = os.path.join(workdir, "export")
-    if overwrite and jax.process_index() == 0:
-        for path in glob.glob(os.path.join(out_dir, "shard_*.npz")):
-            os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
-    if state is None:
-        state, _, networks = restore_train_state(config, workdir)
-    generator = networks.generator
-    shard_size = export.shard_size
-    num_shards = -(-export.num_pairs // shard_size)
+def layers_generate_fn(config, generator, batch_size: int):
+    """`generate(params, buffers, key) -> layers` (jitted): `batch_size` latents from `key`, the
+    EMA generator at truncation 1 with constant noise, no perturbation. Returns float32 `image`,
+    `fg_rgb`, `bg_rgb` [B, R, R, 3] in [-1, 1], `soft_mask` [B, R, R, 1] in [0, 1] and uint8
+    `mask` (soft_mask > 0.5). Used by the export (B = shard size) and the MINE report."""
 
     @jax.jit
     def generate(params, buffers, key):
-        z = jax.random.normal(key, builders.latent_shape_for(config, shard_size))
+        z = jax.random.normal(key, builders.latent_shape_for(config, batch_size))
         layers = generator.apply({"params": params, **buffers}, z, noise_mode="const")
         # K-instance generators: the union of the instance masks, and the composite as the
         # foreground image (inside the union mask it shows the instances).
@@ -104,12 +96,57 @@ def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=F
             "soft_mask": mask,
         }
 
+    return generate
+
+
+def _export_settings(config, step) -> dict:
+    export = config.export
+    return {
+        "seed": int(export.seed),
+        "num_pairs": int(export.num_pairs),
+        "shard_size": int(export.shard_size),
+        "resolution": int(config.data.resolution),
+        "checkpoint_step": None if step is None else int(step),
+    }
+
+
+def _check_or_record_settings(out_dir: str, settings: dict) -> None:
+    """Refuses to resume an export made with other settings (its shards would mix in)."""
+    path = os.path.join(out_dir, "export_settings.json")
+    if os.path.isfile(path):
+        with open(path) as file:
+            recorded = json.load(file)
+        for name, value in settings.items():
+            if recorded.get(name) != value and not (name == "checkpoint_step" and value is None):
+                raise ValueError(
+                    f"{out_dir} holds an export with {name}={recorded.get(name)!r}, this one has "
+                    f"{name}={value!r}; pass --overwrite to replace it (or use another --workdir)"
+                )
+        return
+    _write_json(path, settings)
+
+
+def write_export_shards(
+    config, out_dir: str, state, networks, *, process_index: int, process_count: int
+) -> list[int]:
+    """Writes the missing shards `i` with `i % process_count == process_index` of the export
+    into `pair_dataset.dataset_dir(out_dir)` (and PNGs if `config.export.png`). Shard i holds
+    pairs [i * S, min((i + 1) * S, N)) from the latents `fold_in(key(export.seed), i)`, so each
+    shard's content depends only on the generator and the seed. Returns the shards written."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} not in [0, {process_count})")
+    export = config.export
+    resolution = config.data.resolution
+    shard_size = export.shard_size
+    num_shards = -(-export.num_pairs // shard_size)
+    directory = pair_dataset.dataset_dir(out_dir)
+    generate = layers_generate_fn(config, networks.generator, shard_size)
     params = jax.device_get(state.g_ema_params)
     buffers = jax.device_get(state.g_ema_buffers)
     base_key = jax.random.key(export.seed)
-    written = 0
-    for shard in range(jax.process_index(), num_shards, jax.process_count()):
-        path = os.path.join(out_dir, f"shard_{shard:05d}.npz")
+    written = []
+    for shard in range(process_index, num_shards, process_count):
+        path = os.path.join(directory, pair_dataset.shard_filename(shard, num_shards))
         if os.path.exists(path):
             continue
         out = jax.device_get(generate(params, buffers, jax.random.fold_in(base_key, shard)))
@@ -121,12 +158,56 @@ def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=F
             "bg_rgb": sample_grids.to_uint8(out["bg_rgb"][:count]),
             "soft_mask": np.round(out["soft_mask"][:count] * 255).astype(np.uint8),
         }
-        _save_npz_atomic(path, arrays)
+        pair_dataset.write_shard(path, arrays, resolution)
         if export.png:
             _write_pngs(out_dir, shard * shard_size, arrays)
-        written += count
-    logging.info("Exported %d new pairs into %s", written, out_dir)
-    return out_dir
+        written.append(shard)
+    return written
+
+
+def export_shard_lengths(config) -> list[int]:
+    """Pairs per shard: S for all but the last, which holds the remainder."""
+    num_pairs, shard_size = config.export.num_pairs, config.export.shard_size
+    return [min(shard_size, num_pairs - start) for start in range(0, num_pairs, shard_size)]
+
+
+def export_pairs(config, workdir: str, *, state=None, networks=None, overwrite=False) -> str:
+    """Writes `config.export.num_pairs` (composite, mask > 0.5) pairs, plus fg/bg/soft mask, from
+    the EMA generator (of the best-FID checkpoint if one is kept, else the newest) as a tfds data
+    set in `workdir/export/ilsgan_pairs/1.0.0` (see `pair_dataset`). Deterministic from
+    `export.seed`; resumable (finished shards are skipped; writes are atomic); process p of P
+    writes the shards with `i % P == p`, then process 0 writes the tfds metadata. Returns the
+    data set directory (for `tfds.builder_from_directory`)."""
+    out_dir = os.path.join(workdir, "export")
+    directory = pair_dataset.dataset_dir(out_dir)
+    if config.export.num_pairs < 1 or config.export.shard_size < 1:
+        raise ValueError(
+            f"config.export.num_pairs={config.export.num_pairs} and config.export.shard_size="
+            f"{config.export.shard_size} must be >= 1"
+        )
+    if overwrite and jax.process_index() == 0:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("export: old export removed")
+    step = None
+    if state is None:
+        state, step, networks = restore_train_state(config, workdir, prefer_best=True)
+    os.makedirs(out_dir, exist_ok=True)
+    _check_or_record_settings(out_dir, _export_settings(config, step))
+    written = write_export_shards(
+        config,
+        out_dir,
+        state,
+        networks,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("export: all shards written")
+    if jax.process_index() == 0:
+        pair_dataset.write_metadata(directory, config.data.resolution, export_shard_lengths(config))
+    logging.info("Exported %d new shards into %s", len(written), directory)
+    return directory
 
 
 def _write_pngs(out_dir: str, first_index: int, arrays: dict) -> None:
@@ -139,19 +220,13 @@ def _write_pngs(out_dir: str, first_index: int, arrays: dict) -> None:
         )
 
 
-def load_pairs(export_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """All exported pairs in shard order: images float32 [N, R, R, 3] in [-1, 1], masks
+def load_pairs(dataset_directory: str) -> tuple[np.ndarray, np.ndarray]:
+    """All exported pairs in export order, read with tf.data from the tfds data set
+    (`pair_dataset.dataset_dir(workdir/export)`): images float32 [N, R, R, 3] in [-1, 1], masks
     float32 [N, R, R] in {0, 1}."""
-    paths = sorted(glob.glob(os.path.join(export_dir, "shard_*.npz")))
-    if not paths:
-        raise FileNotFoundError(f"No exported pairs in {export_dir}; run --mode=export first")
-    images, masks = [], []
-    for path in paths:
-        with np.load(path) as shard:
-            images.append(shard["image"])
-            masks.append(shard["mask"])
-    images = np.concatenate(images).astype(np.float32) / 127.5 - 1.0
-    return images, np.concatenate(masks)[..., 0].astype(np.float32)
+    arrays = pair_dataset.read_arrays(dataset_directory, keys=("image", "mask"))
+    images = arrays["image"].astype(np.float32) / 127.5 - 1.0
+    return images, arrays["mask"][..., 0].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,7 +290,7 @@ def train_and_score_segmenter(config, workdir: str) -> dict:
     """Trains the U-Net on the exported pairs (best validation IoU kept), scores it on the real
     evaluation split, writes `segmenter/report.json` and previews; returns the report."""
     start = time.time()
-    images, masks = load_pairs(os.path.join(workdir, "export"))
+    images, masks = load_pairs(pair_dataset.dataset_dir(os.path.join(workdir, "export")))
     result = segmenter_lib.train_segmenter(images, masks, config.segmenter, seed=config.seed)
     save_segmenter(workdir, result.variables)
     test_images, test_masks = load_eval_split(config)
@@ -305,6 +380,128 @@ def segment_folder(config, workdir: str, input_dir: str, output_dir: str, overwr
 
 
 # ----------------------------------------------------------------------------------------------
+# Generator diagnostics: FID/KID, MINE
+# ----------------------------------------------------------------------------------------------
+def metric_name(prefix: str, num_images: int) -> str:
+    """StyleGAN2-ADA's names: ('fid', 50000) -> 'fid50k_full', ('kid', 1234) -> 'kid1234_full'."""
+    count = f"{num_images // 1000}k" if num_images % 1000 == 0 else str(num_images)
+    return f"{prefix}{count}_full"
+
+
+def run_fid(config, workdir: str, *, feature_extractor=None) -> dict:
+    """FID and KID of the EMA generator (best-FID checkpoint if one is kept, else the newest)
+    from `config.eval.fid_full_num_images` images (50k: fid50k_full) against the whole training
+    split, real statistics cached (`training_fid.generator_metrics`). Process 0 writes
+    `workdir/fid.json`; returns the report.
+
+    Args:
+      feature_extractor: replaces Inception (tests); otherwise the converted weights must exist
+        (FileNotFoundError naming `python -m ilsgan_jax.evaluate.convert_inception`).
+    """
+    inception_params = None
+    if feature_extractor is None:
+        inception_params = inception.load_inception_params()
+    state, step, networks = restore_train_state(config, workdir, prefer_best=True)
+    num_images = config.eval.fid_full_num_images
+    metrics = training_fid.generator_metrics(
+        config,
+        networks.generator,
+        state,
+        num_images,
+        inception_params=inception_params,
+        with_kid=True,
+        feature_extractor=feature_extractor,
+    )
+    report = {
+        "metric": metric_name("fid", num_images),
+        "fid": float(metrics.fid),
+        "kid_metric": metric_name("kid", num_images),
+        "kid": float(metrics.kid),
+        "num_images": int(metrics.num_generated),
+        "num_real_images": int(metrics.num_real),
+        "checkpoint_step": int(step),
+        "data": config.data.name,
+        "resolution": int(config.data.resolution),
+        "split": config.data.train_split,
+    }
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, "fid.json"), report)
+    logging.info("%s = %.4f, %s = %.6f (step %d)", report["metric"], report["fid"],
+                 report["kid_metric"], report["kid"], step)
+    return report
+
+
+MINE_PAIRS = {
+    "mi_bg_invisible_fg_visible": "I(b * m; f * m): background hidden by the mask vs the "
+    "visible foreground",
+    "mi_fg_invisible_bg_visible": "I(f * (1 - m); b * (1 - m)): foreground outside the mask vs "
+    "the visible background",
+}
+
+
+def generate_region_layers(config, networks, state, num_samples: int, key) -> dict:
+    """`num_samples` (fg_rgb, bg_rgb, soft mask) of the EMA generator (constant noise), in
+    batches of `config.eval.batch_size` with latents from `fold_in(key, batch)`: float32
+    `fg_rgb`, `bg_rgb` [N, R, R, 3] in [-1, 1] and `mask` [N, R, R, 1] in [0, 1]."""
+    batch_size = config.eval.batch_size
+    generate = layers_generate_fn(config, networks.generator, batch_size)
+    params = jax.device_get(state.g_ema_params)
+    buffers = jax.device_get(state.g_ema_buffers)
+    batches = []
+    for batch in range(-(-num_samples // batch_size)):
+        layers = generate(params, buffers, jax.random.fold_in(key, batch))
+        batches.append(jax.device_get({k: layers[k] for k in ("fg_rgb", "bg_rgb", "soft_mask")}))
+    return {
+        "fg_rgb": np.concatenate([b["fg_rgb"] for b in batches])[:num_samples],
+        "bg_rgb": np.concatenate([b["bg_rgb"] for b in batches])[:num_samples],
+        "mask": np.concatenate([b["soft_mask"] for b in batches])[:num_samples],
+    }
+
+
+def region_mi_report(key, fg_rgb, bg_rgb, mask, mine_config) -> dict:
+    """The MINE estimates of the two region pairs (`mine.generator_region_mi`) with the settings.
+
+    Args:
+      fg_rgb, bg_rgb: [N, H, W, 3] float32 in [-1, 1]; mask: [N, H, W, 1] float32 in [0, 1].
+      mine_config: `config.mine` (critic and training settings).
+    """
+    estimates = mine_lib.generator_region_mi(key, fg_rgb, bg_rgb, mask, mine_config)
+    settings = {
+        name: (list(value) if isinstance(value, tuple) else value)
+        for name, value in mine_config.to_dict().items()
+    }
+    return {
+        "estimates_nats": {name: float(value) for name, value in estimates.items()},
+        "pairs": dict(MINE_PAIRS),
+        "settings": {**settings, "num_samples": int(fg_rgb.shape[0])},
+        "estimator": "Donsker-Varadhan lower bound, MLP critic, evaluated on all samples",
+    }
+
+
+def run_mine(config, workdir: str) -> dict:
+    """MINE diagnostic of the trained EMA generator (best-FID checkpoint if kept, else the
+    newest): MI between the visible and invisible regions (DESIGN.md, the two ILS terms) on
+    `config.mine.num_samples` generated layers. Process 0 writes `workdir/mine_report.json`."""
+    if config.mine.num_samples < config.mine.batch_size:
+        raise ValueError(
+            f"config.mine.num_samples={config.mine.num_samples} is below "
+            f"config.mine.batch_size={config.mine.batch_size}"
+        )
+    state, step, networks = restore_train_state(config, workdir, prefer_best=True)
+    latent_key, critic_key = jax.random.split(jax.random.key(config.mine.seed))
+    layers = generate_region_layers(config, networks, state, config.mine.num_samples, latent_key)
+    report = region_mi_report(
+        critic_key, layers["fg_rgb"], layers["bg_rgb"], layers["mask"], config.mine
+    )
+    report["checkpoint_step"] = int(step)
+    report["resolution"] = int(config.data.resolution)
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, "mine_report.json"), report)
+    logging.info("MINE (nats): %s", report["estimates_nats"])
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
 # Demo and dispatch
 # ----------------------------------------------------------------------------------------------
 def _write_json(path: str, payload: dict) -> None:
@@ -376,6 +573,10 @@ def run_mode(mode: str, config, workdir: str, *, input_dir=None, output_dir=None
         metrics = segmenter_lib.score_segmenter(variables, images, masks, config.segmenter)
         _write_json(os.path.join(workdir, "evaluation.json"), metrics)
         logging.info("Evaluation: %s", metrics)
+    elif mode == "fid":
+        run_fid(config, workdir)
+    elif mode == "mine":
+        run_mine(config, workdir)
     elif mode == "demo":
         run_demo(config, workdir)
     elif mode == "train_encoder":

@@ -4,10 +4,12 @@
   renderer (exact masks; a few GAN steps would not give object masks), a U-Net of widths (4, 8)
   trained for a few hundred steps. The report exists, has its keys, its test metrics match a NumPy
   recomputation from the saved segmenter, and the per-image IoU beats the all-foreground baseline.
-- export_pairs from a real (2-step) GAN checkpoint: format, masks in {0, 1} and consistent with
-  the soft masks, composites consistent with fg/bg/mask, deterministic from the seed (two exports
-  equal; the in-memory state gives the same pairs as the checkpoint), resumable (a deleted shard
-  is re-written identically, finished shards are not touched).
+- export_pairs from a real (2-step) GAN checkpoint, a tfds data set: `tfds.builder_from_directory`
+  loads all N pairs, equal to the EMA generator's layers recomputed here from the seed; masks in
+  {0, 1} and consistent with the soft masks, composites consistent with fg/bg/mask; deterministic
+  (two exports byte-identical; the in-memory state gives the checkpoint's bytes), resumable (a
+  deleted shard is re-written byte-identically, finished shards are not touched), split over 2
+  simulated processes disjointly and completely; other settings refuse to mix in.
 - segment_folder: masks and overlays for the good images, a corrupt file skipped with a warning,
   no overwriting without overwrite=True.
 """
@@ -26,6 +28,7 @@ from PIL import Image
 
 from ilsgan_jax import workflows
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
+from ilsgan_jax.evaluate import pair_dataset
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
 from ilsgan_jax.train import loop
 
@@ -54,7 +57,9 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config(data_dir):
-    config = tiny_loop_config(data_dir, num_steps=2, log_every=2, sample_every=0, checkpoint_every=2)
+    config = tiny_loop_config(
+        data_dir, num_steps=2, log_every=2, sample_every=0, checkpoint_every=2
+    )
     config.segmenter.num_steps = 240
     config.segmenter.eval_every_steps = 80
     config.segmenter.lr_decay_steps = 1000
@@ -65,7 +70,7 @@ def config(data_dir):
 # export (stub) -> train_segmenter -> score
 # ----------------------------------------------------------------------------------------------
 def write_stub_export(workdir: str, num_pairs: int, shard_size: int, seed: int) -> dict:
-    """Synthetic-renderer pairs in export_pairs' format (`export/shard_XXXXX.npz`)."""
+    """Synthetic-renderer pairs in export_pairs' format (the tfds data set under export/)."""
     rendered = render_synthetic_objects(
         np.random.default_rng(seed), num_pairs, RESOLUTION, return_layers=True
     )
@@ -76,13 +81,16 @@ def write_stub_export(workdir: str, num_pairs: int, shard_size: int, seed: int) 
         "bg_rgb": np.round(rendered["background"] * 255).astype(np.uint8),
         "soft_mask": rendered["mask"],
     }
-    out_dir = os.path.join(workdir, "export")
-    os.makedirs(out_dir)
-    for shard, start in enumerate(range(0, num_pairs, shard_size)):
-        np.savez(
-            os.path.join(out_dir, f"shard_{shard:05d}.npz"),
-            **{key: value[start : start + shard_size] for key, value in arrays.items()},
+    directory = pair_dataset.dataset_dir(os.path.join(workdir, "export"))
+    starts = range(0, num_pairs, shard_size)
+    for shard, start in enumerate(starts):
+        pair_dataset.write_shard(
+            os.path.join(directory, pair_dataset.shard_filename(shard, len(starts))),
+            {key: value[start : start + shard_size] for key, value in arrays.items()},
+            RESOLUTION,
         )
+    lengths = [min(shard_size, num_pairs - start) for start in starts]
+    pair_dataset.write_metadata(directory, RESOLUTION, lengths)
     return arrays
 
 
@@ -95,7 +103,9 @@ def segmenter_run(config, tmp_path_factory):
 
 
 def test_load_pairs_reads_the_export_format(segmenter_run):
-    images, masks = workflows.load_pairs(os.path.join(segmenter_run["workdir"], "export"))
+    images, masks = workflows.load_pairs(
+        pair_dataset.dataset_dir(os.path.join(segmenter_run["workdir"], "export"))
+    )
     stub = segmenter_run["stub"]
     assert images.shape == (NUM_STUB_PAIRS, RESOLUTION, RESOLUTION, 3)
     assert images.dtype == np.float32 and masks.dtype == np.float32
@@ -161,89 +171,186 @@ def trained_workdir(config, tmp_path_factory):
     return dict(workdir=workdir, result=result)
 
 
-def read_shards(export_dir: str) -> dict[str, dict[str, np.ndarray]]:
-    shards = {}
-    for path in sorted(glob.glob(os.path.join(export_dir, "shard_*.npz"))):
-        with np.load(path) as shard:
-            shards[os.path.basename(path)] = {key: shard[key] for key in shard.files}
-    return shards
+def shard_bytes(directory: str) -> dict[str, bytes]:
+    """The TFRecord shard files of an export: name -> file bytes."""
+    return {
+        os.path.basename(path): open(path, "rb").read()
+        for path in sorted(glob.glob(os.path.join(directory, "*.tfrecord-*")))
+    }
 
 
-def assert_shards_equal(actual, expected):
-    assert sorted(actual) == sorted(expected)
-    for name in expected:
-        assert sorted(actual[name]) == sorted(expected[name]), name
-        for key in expected[name]:
-            np.testing.assert_array_equal(actual[name][key], expected[name][key], err_msg=name)
+def load_with_tfds(directory: str) -> dict[str, np.ndarray]:
+    """All pairs through tfds's own reader (what a user does), in export order (files read one
+    after the other): key -> uint8 [N, ...]."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(directory)
+    dataset = builder.as_dataset(
+        split="train", shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1)
+    )
+    examples = list(tfds.as_numpy(dataset))
+    return {key: np.stack([e[key] for e in examples]) for key in workflows.EXPORT_KEYS}
+
+
+def expected_layers(config, state, networks) -> dict[str, np.ndarray]:
+    """The EMA generator's float layers of the export, recomputed here: shard i draws
+    z ~ N(0, 1) [shard_size, z_dim] from fold_in(key(export.seed), i); truncation 1, constant
+    noise; the last shard keeps its first num_pairs - i * shard_size rows."""
+    import jax
+
+    export = config.export
+    variables = {"params": state.g_ema_params, **state.g_ema_buffers}
+    out = {key: [] for key in ("composite", "fg_rgb", "bg_rgb", "mask")}
+    for shard, start in enumerate(range(0, export.num_pairs, export.shard_size)):
+        key = jax.random.fold_in(jax.random.key(export.seed), shard)
+        z = jax.random.normal(key, (export.shard_size, config.model.z_dim))
+        layers = networks.generator.apply(variables, z, noise_mode="const")
+        count = min(export.shard_size, export.num_pairs - start)
+        for name in out:
+            out[name].append(np.asarray(layers[name])[:count])
+    return {name: np.concatenate(values).astype(np.float64) for name, values in out.items()}
+
+
+def assert_quantised_from(actual_uint8: np.ndarray, values: np.ndarray, scale, offset, name):
+    """actual == floor/round of values * scale + offset up to float noise (1e-3 of a level)."""
+    level = values * scale + offset
+    actual = actual_uint8.astype(np.float64)
+    clipped = np.clip(level, 0, 255)
+    assert np.all(actual >= np.floor(clipped - 1e-3)) and np.all(
+        actual <= np.ceil(clipped + 1e-3)
+    ), name
 
 
 @pytest.fixture(scope="module")
 def first_export(config, trained_workdir):
-    export_dir = workflows.export_pairs(config, trained_workdir["workdir"])
-    return read_shards(export_dir)
+    directory = workflows.export_pairs(config, trained_workdir["workdir"])
+    return dict(directory=directory, files=shard_bytes(directory), pairs=load_with_tfds(directory))
 
 
-def test_export_format_and_mask_consistency(first_export, config):
+def test_export_is_a_tfds_dataset_of_the_generator_layers(first_export, config, trained_workdir):
     num_pairs, shard_size = config.export.num_pairs, config.export.shard_size  # 20, 8
-    assert sorted(first_export) == ["shard_00000.npz", "shard_00001.npz", "shard_00002.npz"]
-    sizes = [first_export[name]["image"].shape[0] for name in sorted(first_export)]
-    assert sizes == [shard_size, shard_size, num_pairs - 2 * shard_size]
-    for name, shard in first_export.items():
-        assert set(shard) == set(workflows.EXPORT_KEYS), name
-        count = shard["image"].shape[0]
-        for key in ("image", "fg_rgb", "bg_rgb"):
-            assert shard[key].shape == (count, RESOLUTION, RESOLUTION, 3) and shard[key].dtype == np.uint8
-        for key in ("mask", "soft_mask"):
-            assert shard[key].shape == (count, RESOLUTION, RESOLUTION, 1) and shard[key].dtype == np.uint8
-        mask, soft = shard["mask"], shard["soft_mask"].astype(np.int32)
-        assert set(np.unique(mask)) <= {0, 1}
-        # mask = (soft > 0.5), soft_mask = round(255 soft): 1 -> >= 128, 0 -> <= 128.
-        assert np.all(soft[mask == 1] >= 128) and np.all(soft[mask == 0] <= 128)
-        # The composite is soft * fg + (1 - soft) * bg (up to uint8 quantisation of each term).
-        alpha = soft / 255.0
-        fg = (shard["fg_rgb"].astype(np.float64) - 127.5) / 127.5
-        bg = (shard["bg_rgb"].astype(np.float64) - 127.5) / 127.5
-        recomposed = np.clip(np.floor((alpha * fg + (1 - alpha) * bg) * 127.5 + 128), 0, 255)
-        unclipped = (shard["fg_rgb"] % 255 != 0) & (shard["bg_rgb"] % 255 != 0)
-        difference = np.abs(recomposed - shard["image"])[unclipped]
-        assert difference.max() <= 2.5, name
-    images = np.concatenate([first_export[n]["image"] for n in sorted(first_export)])
-    assert len({image.tobytes() for image in images}) == num_pairs  # distinct latents
+    directory = first_export["directory"]
+    assert directory == os.path.join(trained_workdir["workdir"], "export", "ilsgan_pairs", "1.0.0")
+    assert sorted(first_export["files"]) == [
+        f"ilsgan_pairs-train.tfrecord-0000{i}-of-00003" for i in range(3)
+    ]
+    import tensorflow_datasets as tfds
+
+    info = tfds.builder_from_directory(directory).info
+    assert info.splits["train"].shard_lengths == [
+        shard_size,
+        shard_size,
+        num_pairs - 2 * shard_size,
+    ]
+    pairs = first_export["pairs"]
+    for key in ("image", "fg_rgb", "bg_rgb"):
+        assert (
+            pairs[key].shape == (num_pairs, RESOLUTION, RESOLUTION, 3)
+            and pairs[key].dtype == np.uint8
+        )
+    for key in ("mask", "soft_mask"):
+        assert (
+            pairs[key].shape == (num_pairs, RESOLUTION, RESOLUTION, 1)
+            and pairs[key].dtype == np.uint8
+        )
+
+    # Values: the generator's layers for the same seed, quantised as documented.
+    expected = expected_layers(
+        config, trained_workdir["result"].state, loop.builders.build_networks(config)
+    )
+    assert_quantised_from(pairs["image"], expected["composite"], 127.5, 128.0, "image")
+    assert_quantised_from(pairs["fg_rgb"], expected["fg_rgb"], 127.5, 128.0, "fg_rgb")
+    assert_quantised_from(pairs["bg_rgb"], expected["bg_rgb"], 127.5, 128.0, "bg_rgb")
+    assert np.all(np.abs(pairs["soft_mask"] - expected["mask"] * 255) <= 0.5 + 1e-3)
+    decided = np.abs(expected["mask"] - 0.5) > 1e-5
+    np.testing.assert_array_equal(pairs["mask"][decided], (expected["mask"] > 0.5)[decided])
+    assert set(np.unique(pairs["mask"])) <= {0, 1}
+    assert len({image.tobytes() for image in pairs["image"]}) == num_pairs  # distinct latents
+
+    # The composite is soft * fg + (1 - soft) * bg (up to uint8 quantisation of each term).
+    alpha = pairs["soft_mask"] / 255.0
+    fg = (pairs["fg_rgb"].astype(np.float64) - 127.5) / 127.5
+    bg = (pairs["bg_rgb"].astype(np.float64) - 127.5) / 127.5
+    recomposed = np.clip(np.floor((alpha * fg + (1 - alpha) * bg) * 127.5 + 128), 0, 255)
+    unclipped = (pairs["fg_rgb"] % 255 != 0) & (pairs["bg_rgb"] % 255 != 0)
+    assert np.abs(recomposed - pairs["image"])[unclipped].max() <= 2.5
+
+    # load_pairs (what the segmenter trains on) reads the same data through tf.data.
+    images, masks = workflows.load_pairs(directory)
+    np.testing.assert_allclose(images, pairs["image"] / 127.5 - 1.0, atol=1e-6)
+    np.testing.assert_array_equal(masks, pairs["mask"][..., 0])
 
 
 def test_export_is_deterministic_from_the_seed(first_export, config, trained_workdir, tmp_path):
     workdir = trained_workdir["workdir"]
-    again = read_shards(workflows.export_pairs(config, workdir, overwrite=True))
-    assert_shards_equal(again, first_export)
-    # The in-memory final state (same as the step-2 checkpoint) exports the same pairs.
-    other = str(tmp_path / "in_memory")
+    again = workflows.export_pairs(config, workdir, overwrite=True)
+    assert shard_bytes(again) == first_export["files"]
+    # The in-memory final state (same as the step-2 checkpoint) exports the same bytes.
     networks = loop.builders.build_networks(config)
+    state = trained_workdir["result"].state
     from_memory = workflows.export_pairs(
-        config, other, state=trained_workdir["result"].state, networks=networks
+        config, str(tmp_path / "mem"), state=state, networks=networks
     )
-    assert_shards_equal(read_shards(from_memory), first_export)
+    assert shard_bytes(from_memory) == first_export["files"]
     # A different export seed draws different latents.
     reseeded = config.copy_and_resolve_references()
     reseeded.export.seed = 7
-    changed = read_shards(
-        workflows.export_pairs(reseeded, str(tmp_path / "seed7"), state=trained_workdir["result"].state, networks=networks)
+    changed = load_with_tfds(
+        workflows.export_pairs(reseeded, str(tmp_path / "seed7"), state=state, networks=networks)
     )
-    assert not np.array_equal(changed["shard_00000.npz"]["image"], first_export["shard_00000.npz"]["image"])
+    assert not np.array_equal(changed["image"], first_export["pairs"]["image"])
+    # Resuming into an export made with another seed is refused (the shards would mix).
+    with pytest.raises(ValueError, match="seed=7"):
+        workflows.export_pairs(config, str(tmp_path / "seed7"), state=state, networks=networks)
 
 
 def test_export_resumes_missing_shards_only(first_export, config, trained_workdir, tmp_path):
     workdir = str(tmp_path / "resume")
     shutil.copytree(trained_workdir["workdir"], workdir)
-    export_dir = os.path.join(workdir, "export")
-    shutil.rmtree(export_dir, ignore_errors=True)
+    shutil.rmtree(os.path.join(workdir, "export"), ignore_errors=True)
+    directory = workflows.export_pairs(config, workdir)
+    names = sorted(first_export["files"])
+    os.remove(os.path.join(directory, names[1]))
+    kept = {
+        name: os.stat(os.path.join(directory, name)).st_mtime_ns for name in (names[0], names[2])
+    }
     workflows.export_pairs(config, workdir)
-    os.remove(os.path.join(export_dir, "shard_00001.npz"))
-    kept = {name: os.stat(os.path.join(export_dir, name)).st_mtime_ns for name in ("shard_00000.npz", "shard_00002.npz")}
-    workflows.export_pairs(config, workdir)
-    assert_shards_equal(read_shards(export_dir), first_export)
+    assert shard_bytes(directory) == first_export["files"]
     for name, mtime in kept.items():
-        assert os.stat(os.path.join(export_dir, name)).st_mtime_ns == mtime, name
-    assert not [n for n in os.listdir(export_dir) if ".tmp" in n]  # no temp leftovers
+        assert os.stat(os.path.join(directory, name)).st_mtime_ns == mtime, name
+    assert not [n for n in os.listdir(directory) if ".tmp" in n]  # no temp leftovers
+    reloaded = load_with_tfds(directory)
+    for key, values in first_export["pairs"].items():
+        np.testing.assert_array_equal(reloaded[key], values, err_msg=key)
+
+
+def test_export_splits_over_processes(first_export, config, trained_workdir, tmp_path):
+    """Two simulated processes: shards {0, 2} and {1}; together the single-process bytes."""
+    state = trained_workdir["result"].state
+    networks = loop.builders.build_networks(config)
+    written, files = {}, {}
+    for process in (0, 1):
+        out_dir = str(tmp_path / f"process{process}")
+        written[process] = workflows.write_export_shards(
+            config, out_dir, state, networks, process_index=process, process_count=2
+        )
+        files[process] = shard_bytes(pair_dataset.dataset_dir(out_dir))
+    assert written == {0: [0, 2], 1: [1]}
+    assert not set(files[0]) & set(files[1])
+    assert {**files[0], **files[1]} == first_export["files"]
+    # Merged into one directory, process 0's metadata step makes it loadable.
+    merged = pair_dataset.dataset_dir(str(tmp_path / "process0"))
+    for name, data in files[1].items():
+        with open(os.path.join(merged, name), "wb") as file:
+            file.write(data)
+    with pytest.raises(ValueError, match="missing shard"):
+        pair_dataset.write_metadata(merged, RESOLUTION, [8, 8, 4, 4])
+    pair_dataset.write_metadata(merged, RESOLUTION, workflows.export_shard_lengths(config))
+    np.testing.assert_array_equal(load_with_tfds(merged)["image"], first_export["pairs"]["image"])
+    with pytest.raises(ValueError, match="process_index"):
+        workflows.write_export_shards(
+            config, merged, state, networks, process_index=2, process_count=2
+        )
 
 
 def test_export_without_checkpoint_names_the_directory(config, tmp_path):
@@ -314,15 +421,22 @@ def test_segment_folder_writes_skips_and_refuses_to_overwrite(
         workflows.segment_folder(config, segmenter_run["workdir"], input_dir, output_dir, False)
     after = {n: os.stat(os.path.join(output_dir, n)).st_mtime_ns for n in os.listdir(output_dir)}
     assert after == before
-    assert workflows.segment_folder(
-        config, segmenter_run["workdir"], input_dir, output_dir, overwrite=True
-    ) == 2
+    assert (
+        workflows.segment_folder(
+            config, segmenter_run["workdir"], input_dir, output_dir, overwrite=True
+        )
+        == 2
+    )
 
 
 def test_segment_folder_bad_arguments(segmenter_run, config, tmp_path):
     with pytest.raises(FileNotFoundError, match="--input"):
-        workflows.segment_folder(config, segmenter_run["workdir"], str(tmp_path / "nope"), str(tmp_path), False)
+        workflows.segment_folder(
+            config, segmenter_run["workdir"], str(tmp_path / "nope"), str(tmp_path), False
+        )
     with pytest.raises(ValueError, match="--output"):
         workflows.segment_folder(config, segmenter_run["workdir"], str(tmp_path), None, False)
     with pytest.raises(FileNotFoundError, match="No segmenter"):
-        workflows.segment_folder(config, str(tmp_path / "untrained"), str(tmp_path), str(tmp_path / "o"), False)
+        workflows.segment_folder(
+            config, str(tmp_path / "untrained"), str(tmp_path), str(tmp_path / "o"), False
+        )
