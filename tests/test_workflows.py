@@ -487,9 +487,12 @@ def test_mine_mode_writes_its_report(config, trained_workdir):
     mine_config.mine.num_steps = 30
     mine_config.eval.batch_size = 16
     workdir = trained_workdir["workdir"]
-    report = workflows.run_mine(mine_config, workdir)
-    with open(os.path.join(workdir, "mine_report.json")) as file:
-        assert json.load(file) == json.loads(json.dumps(report))
+    report_path = os.path.join(workdir, "mine_report.json")
+    assert not os.path.exists(report_path)
+    workflows.run_mode("mine", mine_config, workdir)  # what --mode=mine runs
+    with open(report_path) as file:
+        report = json.load(file)
+    assert set(report["estimates_nats"]) == set(workflows.MINE_PAIRS)
     assert report["checkpoint_step"] == 2 and report["resolution"] == RESOLUTION
     for name in ("num_samples", "batch_size", "num_steps", "learning_rate", "seed"):
         assert report["settings"][name] == mine_config.mine[name], name

@@ -1,8 +1,10 @@
-"""FID of the EMA generator during training (`fid10k_full` at `config.train.eval_every_steps`).
+"""FID of the EMA generator: during training (`fid10k_full` at `config.train.eval_every_steps`)
+and on demand (`--mode=fid`, `workflows.run_fid`: fid50k_full and KID), both through
+`generator_metrics`.
 
 Real statistics of the whole training split are computed once and cached per (data set,
-resolution, split). Needs the converted Inception weights; without them the evaluator logs the
-command that creates them once and returns None (training goes on).
+resolution, split). Needs the converted Inception weights; without them the training evaluator
+logs the command that creates them once and returns None (training goes on).
 """
 
 import functools
