@@ -88,7 +88,8 @@ def initialize_distributed(
       4. otherwise: a single process, nothing to do.
     A process count of 1 is also a no-op. Calling it again after a successful start is a no-op.
 
-    On CPU, cross-process collectives use gloo (JAX's default `jax_cpu_collectives_implementation`).
+    On CPU, cross-process collectives use gloo (JAX's default `jax_cpu_collectives_implementation`),
+    and the persistent compilation cache is turned off (`_avoid_compilation_cache_skew_on_cpu`).
 
     Args:
       coordinator_address: 'host:port' of process 0's coordinator service, e.g. '127.0.0.1:12345'.
@@ -145,6 +146,7 @@ def initialize_distributed(
             num_processes=num_processes,
             process_id=process_id,
         )
+        _avoid_compilation_cache_skew_on_cpu()
         return True
 
     detected = _detected_cluster_process_count()
@@ -157,7 +159,22 @@ def initialize_distributed(
         return False
     logging.info("Starting jax.distributed with auto-detected cluster %s.", cluster)
     jax.distributed.initialize()
+    _avoid_compilation_cache_skew_on_cpu()
     return True
+
+
+def _avoid_compilation_cache_skew_on_cpu() -> None:
+    """Turns JAX's persistent compilation cache off for multi-process runs on CPU.
+
+    JAX keys cache entries per process and only process 0 writes them, so on a warm cache process
+    0 loads its programs while the others compile theirs and fall minutes behind. On CPU the
+    cross-process collectives (gloo) give up when the processes reach a new collective more than
+    30 s apart ("Gloo context initialization failed: ... GetKeyValue() timed out"). Without the
+    cache every process compiles, and they stay in step. Call after `jax.distributed.initialize`.
+    """
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        logging.info("Multi-process on CPU: persistent compilation cache off (see parallel.py).")
+        jax.config.update("jax_enable_compilation_cache", False)
 
 
 def log_topology() -> None:

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
 from ilsgan_jax import labels4free, parallel
 from ilsgan_jax.data import input_pipeline, single_image
@@ -141,8 +142,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     total_steps = total_train_steps(config)
 
     # ----- Input --------------------------------------------------------------------------
-    if config.data.name == "synthetic" and jax.process_index() == 0:
-        input_pipeline.prepare_synthetic(config.data)
+    if config.data.name == "synthetic":
+        if jax.process_index() == 0:
+            input_pipeline.prepare_synthetic(config.data)
+        if jax.process_count() > 1:
+            # The others open the data set only once process 0 has written it: concurrent
+            # tfds preparations of one data_dir collide when renaming their directories.
+            multihost_utils.sync_global_devices("ilsgan_jax: synthetic data prepared")
     make_iterator = input_pipeline.create_train_iterator
     if config.data.name == "single_image":  # the independence-prior one-image setting
         make_iterator = single_image.create_single_image_iterator
