@@ -7,7 +7,8 @@
 #
 # Process 0 prints to the console; process i>0 logs to WORKDIR/process_<i>.log.
 # Each process gets ILSGAN_COORDINATOR / ILSGAN_NUM_PROCESSES / ILSGAN_PROCESS_ID, which
-# ilsgan_jax.parallel.initialize_distributed reads. SIGINT/SIGTERM are forwarded to all processes.
+# ilsgan_jax.parallel.initialize_distributed reads. SIGTERM and Ctrl-C (SIGINT) reach all processes
+# as SIGTERM: they save a checkpoint at the same step and exit (a second Ctrl-C kills them).
 # Environment: PORT (coordinator port, default random in 20000-39999), PYTHON.
 set -euo pipefail
 
@@ -30,8 +31,16 @@ mkdir -p "$workdir"
 
 pids=()
 forward() { kill -s "$1" "${pids[@]}" 2>/dev/null || true; }
+# Several processes stop together only through JAX's preemption service, which listens for
+# SIGTERM (a SIGINT would reach each process's own handler and stop none of them). So Ctrl-C is
+# sent on as SIGTERM: all processes save at one agreed step and exit. A second Ctrl-C kills them.
+interrupts=0
+on_interrupt() {
+  interrupts=$((interrupts + 1))
+  if ((interrupts == 1)); then forward TERM; else forward KILL; fi
+}
 trap 'forward TERM' TERM
-trap 'forward INT' INT
+trap on_interrupt INT
 
 for ((rank = 0; rank < num_processes; rank++)); do
   log=/dev/stdout

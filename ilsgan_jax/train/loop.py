@@ -255,10 +255,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     )
                 if stop:
                     interrupted = True
+                    # Multi-process, JAX's preemption service takes SIGTERM: no name recorded.
+                    signal_name = preemption.signal_name or "SIGTERM (preemption sync point)"
                     logging.info(
                         "Stopping at step %d (%s); checkpoint saved.",
                         step,
-                        "time budget" if over_budget else f"signal {preemption.signal_name}",
+                        "time budget" if over_budget else f"signal {signal_name}",
                     )
                     break
     finally:
