@@ -12,7 +12,7 @@ import pytest
 import train_fixtures as fx
 
 from ilsgan_jax.train import builders
-from ilsgan_jax.train.step import sanitize_gradients
+from ilsgan_jax.train.step import mask_metrics, sanitize_gradients
 
 BATCH = fx.BATCH
 ADA_STEP_SIZE = BATCH * 4 / (500 * 1000)  # batch * interval / (speed_kimg * 1000)
@@ -414,3 +414,16 @@ def test_phased_step_equals_the_single_function_step(r1_step, mesh1, reals):
                 np.asarray(metrics_phased[name]), np.asarray(value), rtol=1e-5, atol=1e-6,
                 err_msg=name,
             )
+
+
+def test_mask_metrics_name_the_collapse_modes():
+    """Coverage, binariness and the empty/full fractions of a batch with one empty, one full,
+    one half-covered binary mask and one constant 0.5 mask, computed by hand."""
+    half = np.zeros((8, 8, 1), np.float32)
+    half[:, :4] = 1.0
+    masks = np.stack([np.zeros((8, 8, 1)), np.ones((8, 8, 1)), half, np.full((8, 8, 1), 0.5)])
+    metrics = {k: float(v) for k, v in mask_metrics(jnp.asarray(masks, jnp.float32)).items()}
+    assert metrics["mask/mean"] == pytest.approx((0 + 1 + 0.5 + 0.5) / 4)
+    assert metrics["mask/binariness"] == pytest.approx(0.5 / 4)
+    assert metrics["mask/empty_fraction"] == pytest.approx(0.25)
+    assert metrics["mask/full_fraction"] == pytest.approx(0.25)

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ilsgan_jax.augment.ada import augment
 from ilsgan_jax.augment.config import as_ada_config
 from ilsgan_jax.augment.controller import accumulate_real_signs, update_ada_state
+from ilsgan_jax.evaluate import seg_metrics
 from ilsgan_jax.models.synthesis import num_ws
 from ilsgan_jax.objectives import gan_losses, instance_losses, mask_losses
 from ilsgan_jax.objectives.ils import estimator_nll, ils_term
@@ -45,9 +46,14 @@ def global_norm(tree) -> jnp.ndarray:
     return optax.global_norm(tree)
 
 
-def binariness(mask: jnp.ndarray) -> jnp.ndarray:
-    """[] mean of min(m, 1 - m): 0 for a binary mask, 0.5 for m = 0.5 everywhere."""
-    return jnp.mean(jnp.minimum(mask, 1.0 - mask))
+def mask_metrics(mask: jnp.ndarray) -> Metrics:
+    """Logged statistics of generated masks [N, H, W, 1] in [0, 1]: 'mask/mean' (coverage),
+    'mask/binariness' (mean min(m, 1 - m): 0 binary, 0.5 all 0.5) and the fractions of empty
+    (coverage < 1%) and full (> 99%) masks, the two ways layered GANs collapse."""
+    stats = seg_metrics.mask_statistics(mask)
+    return {"mask/mean": stats["coverage"], "mask/binariness": stats["binariness"],
+            "mask/empty_fraction": stats["empty_fraction"],
+            "mask/full_fraction": stats["full_fraction"]}
 
 
 def make_train_phases(
@@ -121,7 +127,8 @@ def make_train_phases(
         zero = jnp.zeros((), jnp.float32)
         aux = {"g/binarisation": zero, "g/min_size": zero, "g/ils": zero,
                "g/ils_bg_invis_given_fg_vis": zero, "g/ils_fg_invis_given_bg_vis": zero,
-               "mask/mean": zero, "mask/binariness": zero}
+               "mask/mean": zero, "mask/binariness": zero, "mask/empty_fraction": zero,
+               "mask/full_fraction": zero}
         if not layered:
             return zero, aux
         if instances:
@@ -137,8 +144,7 @@ def make_train_phases(
             total = total + bg_area_weight * jnp.mean(bg_area_loss)
             aux["g/bg_area"] = jnp.mean(bg_area_loss)
         aux.update({"g/binarisation": jnp.mean(bin_loss), "g/min_size": jnp.mean(size_loss),
-                    "mask/mean": jnp.mean(layers["mask"]),
-                    "mask/binariness": binariness(layers["mask"])})
+                    **mask_metrics(layers["mask"])})
         if ils_cfg.enabled:  # on the unperturbed layers
             ils = ils_term(
                 ils_key,
@@ -188,8 +194,7 @@ def make_train_phases(
         areas = instance_losses.instance_areas(layers["mask"]).mean(axis=0)
         for k in range(areas.shape[0]):
             aux[f"mask/area_instance{k}"] = areas[k]
-        aux["mask/mean"] = jnp.mean(union)
-        aux["mask/binariness"] = binariness(union)
+        aux.update(mask_metrics(union))
         return total, aux
 
     def train_step(state: TrainState, real_images: jnp.ndarray):
