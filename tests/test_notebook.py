@@ -17,6 +17,7 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
+from ilsgan_jax.evaluate import pair_dataset
 from ilsgan_jax.evaluate.samples import GRID_ROWS
 from ilsgan_jax.train import builders
 
@@ -182,13 +183,13 @@ def test_notebook_runs_top_to_bottom_in_smoke_size(tmp_path, monkeypatch):
     assert grid.std() > 0  # not a blank canvas
     assert displayed_pngs(cells["train"]) == [latest.read_bytes()]
 
-    # Export: the shards hold the configured number of pairs with binary masks.
-    shards = sorted((workdir / "export").glob("shard_*.npz"))
+    # Export: a tfds data set of the configured number of pairs with binary masks.
+    export_dir = pair_dataset.dataset_dir(str(workdir / "export"))
+    shards = sorted(pathlib.Path(export_dir).glob(f"{pair_dataset.DATASET_NAME}-train.tfrecord-*"))
     assert len(shards) == SMOKE_EXPORT_PAIRS // SMOKE_EXPORT_SHARD
-    for shard_path in shards:
-        with np.load(shard_path) as shard:
-            assert shard["image"].shape == (SMOKE_EXPORT_SHARD, 16, 16, 3)
-            assert set(np.unique(shard["mask"])) <= {0, 1}
+    pairs = pair_dataset.read_arrays(export_dir, keys=("image", "mask"))
+    assert pairs["image"].shape == (SMOKE_EXPORT_PAIRS, 16, 16, 3)
+    assert set(np.unique(pairs["mask"])) <= {0, 1}
 
     # Segmenter report: written to the workdir, consistent with the data and with the table the
     # notebook printed.
