@@ -384,12 +384,14 @@ def test_validate_config_accepts_the_test_configs(compile_events):
         ("config.train.batch_size", dict(batch=0), 1),
         ("config.model.mbstd_group_size", dict(group=4), 8),  # per-device batch 2 < 4
         ("config.model.mbstd_group_size", dict(group=3, batch=64), 8),  # 3 does not divide 8
+        ("config.loss.background_min_size", dict(background="yes"), 1),
     ],
 )
 def test_validate_config_names_the_bad_field(compile_events, field, change, devices):
     config = fx.tiny_config(batch=change.get("batch", BATCH))
     config.data.resolution = change.get("resolution", config.data.resolution)
     config.model.mbstd_group_size = change.get("group", config.model.mbstd_group_size)
+    config.loss.background_min_size = change.get("background", "auto")
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         builders.validate_config(config, devices)
     assert compile_events == []

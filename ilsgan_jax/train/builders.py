@@ -132,6 +132,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             f"config.loss.adversarial must be one of {ADVERSARIAL_LOSSES}, "
             f"got {config.loss.adversarial!r}"
         )
+    background_min_size = config.loss.get("background_min_size", "auto")
+    if background_min_size not in ("auto", "on", "off"):
+        raise ValueError(
+            "config.loss.background_min_size must be 'auto', 'on' or 'off', "
+            f"got {background_min_size!r}"
+        )
     if config.loss.r1_interval < 1:
         raise ValueError(f"config.loss.r1_interval must be >= 1, got {config.loss.r1_interval}")
     if not 0.0 <= config.loss.style_mixing_prob <= 1.0:

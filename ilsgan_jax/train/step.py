@@ -77,7 +77,9 @@ def make_train_phases(
     # Background min-size term inside min_size_loss: the ILSGAN reference adds it when the
     # perturbation is off; Labels4Free has only the foreground term (its own background-area term
     # is `bg_area_weight * relu(bg_area - (1 - mean m))` below).
-    symmetric_min_size = loss_cfg.get("min_msize_symmetric", not perturb)
+    symmetric_min_size = {"auto": not perturb, "on": True, "off": False}[
+        loss_cfg.get("background_min_size", "auto")
+    ]
     bg_area_weight = loss_cfg.get("bg_area_weight", 0.0)
 
     def generate(g_params, g_buffers, key, update_w_avg=True):
