@@ -98,8 +98,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.loss.ils.estimator}")
     learned = config.loss.ils.estimator.startswith("neural")
     config.loss.ils.neg_weight = 1.0  # weight of the CLUB negative term
-    config.loss.ils.initial_sigma = 1e-3 if learned else 0.2  # ILS weight up to switch_kimg
-    config.loss.ils.sigma = 1e-3 if learned else 1.0  # ILS weight after switch_kimg
+    config.loss.ils.initial_sigma = 1e-3 if learned else 0.2  # ILS weight up to warmup_kimg
+    config.loss.ils.sigma = 1e-3 if learned else 1.0  # ILS weight after warmup_kimg
+    config.loss.ils.warmup_kimg = 400  # end of the initial (initial_sigma) phase, kimg
     config.loss.ils.strategy = "all_time"  # 'all_time' | 'cool_down' | 'cos' (reference options)
     config.loss.ils.estimator_resolution = 64  # learned estimators work at this resolution
     config.loss.ils.estimator_widths = (64, 128, 256, 256, 256)  # learned estimators' U-Net widths

@@ -66,3 +66,11 @@ def test_lazy_adam_and_gamma():
     assert schedules.lazy_regularisation_adam(0.0025, (0.0, 0.99), None) == (0.0025, (0.0, 0.99))
     np.testing.assert_allclose(schedules.r1_gamma_heuristic(64, 32), 0.0256)
     np.testing.assert_allclose(schedules.r1_gamma_heuristic(128, 32), 0.1024)
+
+
+def test_ils_warmup_end_is_configurable():
+    values = [float(schedules.ils_sigma(n, warmup_kimg=4)) for n in (0, 4_999, 5_000, 80_000)]
+    np.testing.assert_allclose(values, [0.2, 0.2, 1.0, 1.0])
+    cool = [float(schedules.ils_sigma(k * 1000, strategy="cool_down", warmup_kimg=4))
+            for k in (5, 204, 205, 805)]
+    assert cool == [1.0, 1.0, 0.0, 1.0]

@@ -24,12 +24,14 @@ def ils_sigma(
     sigma: float = 1.0,
     strategy: str = "all_time",
     initial_enabled: bool = True,
+    warmup_kimg: int = ILS_WARMUP_KIMG,
 ) -> jnp.ndarray:
     """Weight of the ILS term after `cur_nimg` real images (reference `accumulate_gradients`).
 
     With kimg = cur_nimg // 1000 (integer, as the reference passes it):
-      kimg <= 400: `initial_sigma` (0 if `initial_enabled` is False);
-      kimg > 400:  'all_time' -> sigma; 'cool_down' -> [sigma, 0, 0, 0][((kimg - 401) // 200) % 4];
+      kimg <= warmup_kimg (400): `initial_sigma` (0 if `initial_enabled` is False);
+      kimg > warmup_kimg: 'all_time' -> sigma;
+                   'cool_down' -> [sigma, 0, 0, 0][((kimg - warmup_kimg - 1) // 200) % 4];
                    'cos' -> sigma * 0.5 * (1 + cos(pi * kimg / 400)) (the reference's formula).
 
     Args:
@@ -38,6 +40,8 @@ def ils_sigma(
       sigma: 1.0 for the fixed estimators, 1e-3 for the learned ones.
       strategy: one of `SIGMA_STRATEGIES`.
       initial_enabled: the reference's `initial_anti`.
+      warmup_kimg: end of the initial phase; the reference's fixed 400 kimg (5% of its
+        8000-kimg runs).
 
     Returns:
       [] float32 >= 0.
@@ -48,13 +52,13 @@ def ils_sigma(
     if strategy == "all_time":
         late = jnp.float32(sigma)
     elif strategy == "cool_down":
-        phase = ((kimg - ILS_WARMUP_KIMG - 1) // COOL_DOWN_PERIOD_KIMG) % 4
+        phase = ((kimg - warmup_kimg - 1) // COOL_DOWN_PERIOD_KIMG) % 4
         late = jnp.where(phase == 0, jnp.float32(sigma), jnp.float32(0.0))
     else:
         angle = jnp.pi * kimg.astype(jnp.float32) / COS_PERIOD_KIMG
         late = jnp.float32(sigma) * 0.5 * (1.0 + jnp.cos(angle))
     early = jnp.float32(initial_sigma if initial_enabled else 0.0)
-    return jnp.where(kimg <= ILS_WARMUP_KIMG, early, late).astype(jnp.float32)
+    return jnp.where(kimg <= warmup_kimg, early, late).astype(jnp.float32)
 
 
 def default_ema_kimg(batch_size: int) -> float:

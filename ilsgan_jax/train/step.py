@@ -29,7 +29,12 @@ from ilsgan_jax.models.synthesis import num_ws
 from ilsgan_jax.objectives import gan_losses, instance_losses, mask_losses
 from ilsgan_jax.objectives.ils import estimator_nll, ils_term
 from ilsgan_jax.objectives.perturbation import perturb_layers, sample_perturbation
-from ilsgan_jax.objectives.schedules import default_ema_kimg, ema_beta, ils_sigma
+from ilsgan_jax.objectives.schedules import (
+    ILS_WARMUP_KIMG,
+    default_ema_kimg,
+    ema_beta,
+    ils_sigma,
+)
 from ilsgan_jax.train.builders import Networks, Optimizers, latent_shape_for, r1_gamma
 from ilsgan_jax.train.state import TrainState, generator_variables
 
@@ -212,6 +217,7 @@ def make_train_phases(
                 initial_sigma=ils_cfg.initial_sigma,
                 sigma=ils_cfg.sigma,
                 strategy=ils_cfg.strategy,
+                warmup_kimg=ils_cfg.get("warmup_kimg", ILS_WARMUP_KIMG),
             )
             if ils_cfg.enabled
             else jnp.zeros((), jnp.float32)
