@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.conv_clamp = 256.0  # activation clamp of G and D convs (reference: 256)
     config.model.mbstd_group_size = 4  # D minibatch-std group (must divide the per-device batch)
     config.model.mbstd_num_channels = 1  # D minibatch-std features
+    config.model.mask_logit_offset = 0.0  # m = sigmoid(logit + offset); 0 = the reference
 
     # --- Objective ----------------------------------------------------------------------------
     config.loss = ml_collections.ConfigDict()

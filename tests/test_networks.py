@@ -180,3 +180,23 @@ def test_noise_modes_and_bad_resolution():
     assert float(jnp.abs(random_a - random_b).max()) > 1e-3
     with pytest.raises(ValueError, match="power of two"):
         check_resolution(48, "config.data.resolution")
+
+
+def test_mask_logit_offset_shifts_the_mask_logit_only():
+    """Same parameters, offset -2: logit(m) moves by exactly -2; fg, bg unchanged; the
+    composite follows the new mask."""
+    from ilsgan_jax.models.layered import LayeredGenerator
+
+    z = jax.random.normal(jax.random.key(1), (3, 8))
+    plain = LayeredGenerator(16, w_dim=8, mapping_layers=1, **TINY)
+    shifted = LayeredGenerator(16, w_dim=8, mapping_layers=1, mask_logit_offset=-2.0, **TINY)
+    variables = plain.init({"params": jax.random.key(0), "noise": jax.random.key(0)}, z)
+    a = plain.apply(variables, z, noise_mode="const")
+    b = shifted.apply(variables, z, noise_mode="const")
+    logit = lambda m: np.log(m) - np.log1p(-m)  # noqa: E731
+    np.testing.assert_allclose(logit(np.float64(b["mask"])), logit(np.float64(a["mask"])) - 2.0,
+                               atol=1e-3)
+    np.testing.assert_array_equal(a["fg_rgb"], b["fg_rgb"])
+    np.testing.assert_array_equal(a["bg_rgb"], b["bg_rgb"])
+    expected = b["mask"] * b["fg_rgb"] + (1 - b["mask"]) * b["bg_rgb"]
+    np.testing.assert_allclose(b["composite"], expected, atol=1e-6)

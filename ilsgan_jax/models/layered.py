@@ -117,6 +117,9 @@ class LayeredGenerator(nn.Module):
     channel_base: int = 16384  # synthesis width rule numerator
     channel_max: int = 256  # synthesis width cap
     conv_clamp: float | None = 256.0  # activation clamp
+    # Constant added to the mask logit: m = sigmoid(logit + offset). 0 = the reference (masks
+    # start around 0.5); negative values start the masks mostly background.
+    mask_logit_offset: float = 0.0
 
     def setup(self):
         kwargs = dict(
@@ -148,7 +151,8 @@ class LayeredGenerator(nn.Module):
         )
         bg_rgb = self.background(z, **common)
         fg_rgba = self.foreground(z, **common)
-        fg_rgb, mask = fg_rgba[..., :3], jax.nn.sigmoid(fg_rgba[..., 3:])
+        fg_rgb = fg_rgba[..., :3]
+        mask = jax.nn.sigmoid(fg_rgba[..., 3:] + self.mask_logit_offset)
         return {
             "fg_rgb": fg_rgb,
             "mask": mask,

@@ -60,9 +60,12 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
             min_feature_resolution=config.labels4free.min_feature_resolution,
             **generator_kwargs,
         )
+    elif system == "stylegan2":
+        generator = PlainGenerator(resolution, **generator_kwargs)
     else:
-        generator_class = PlainGenerator if system == "stylegan2" else LayeredGenerator
-        generator = generator_class(resolution, **generator_kwargs)
+        generator = LayeredGenerator(
+            resolution, mask_logit_offset=model.get("mask_logit_offset", 0.0), **generator_kwargs
+        )
     discriminator = Discriminator(
         resolution,
         3,
