@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
-# Extra flags for the demo, e.g. DEMO_FLAGS="--config.demo.budget_kimg=20".
+# Extra flags for the demo, e.g. DEMO_FLAGS="--config.train.time_budget_minutes=30".
 DEMO_FLAGS ?=
 
 .PHONY: demo test test-slow venv lint clean
