@@ -9,7 +9,6 @@ discriminator's 4x4 FC input flattened CHW -> HWC), then the outputs and gradien
     ILSGAN_REFERENCE_DIR=/path/to/ILSGAN python -m pytest -q tests/test_reference_parity.py
 """
 
-import copy
 import importlib.util
 import os
 import sys
@@ -102,51 +101,49 @@ def _assign(tree: dict, path: list[str], value: np.ndarray) -> None:
     tree[path[-1]] = value
 
 
-def _generator_variables(reference_generator, generator) -> dict:
-    variables = jax.eval_shape(
-        lambda key: generator.init({"params": key, "noise": key}, jnp.zeros((2, WIDTH))),
-        jax.random.key(0),
-    )
-    variables = copy.deepcopy(
-        jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), variables)
-    )
+def _copy_reference(init, state_dict, locate) -> dict:
+    """Our variables (structure from `init(key)`) filled from a torch `state_dict`: `locate(name,
+    tensor)` gives (path in our tree, value). Every one of our leaves must come from it."""
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    variables = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
     assigned = 0
-    for name, tensor in reference_generator.state_dict().items():
-        parts = name.split(".")
-        if parts[-1] == "resample_filter":
+    for name, tensor in state_dict.items():
+        if name.endswith("resample_filter"):  # fixed FIR taps, constants on our side
             continue
-        layer = "foreground" if parts[0].endswith("fg") else "background"
-        network = "mapping" if parts[0].startswith("mapping") else "synthesis"
-        collection = "buffers" if parts[-1] in ("w_avg", "noise_const") else "params"
-        _assign(variables, [collection, layer, network, *parts[1:]], _to_ours(name, tensor))
-        assigned += 1
-    assert assigned == len(jax.tree.leaves(variables))  # every leaf came from the reference
-    return variables
-
-
-def _discriminator_variables(reference_discriminator, discriminator) -> dict:
-    variables = jax.eval_shape(
-        lambda key: discriminator.init(key, jnp.zeros((BATCH, RESOLUTION, RESOLUTION, 3))),
-        jax.random.key(0),
-    )
-    variables = copy.deepcopy(
-        jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), variables)
-    )
-    assigned = 0
-    for name, tensor in reference_discriminator.state_dict().items():
-        parts = name.split(".")
-        if parts[-1] == "resample_filter":
-            continue
-        if name == "b4.fc.weight":  # torch flattens [N, C, 4, 4] as CHW, we flatten HWC
-            out = tensor.shape[0]
-            value = tensor.detach().numpy().reshape(out, -1, 4, 4).transpose(2, 3, 1, 0)
-            value = value.reshape(-1, out)
-        else:
-            value = _to_ours(name, tensor)
-        _assign(variables, ["params", *parts], value)
+        _assign(variables, *locate(name, tensor))
         assigned += 1
     assert assigned == len(jax.tree.leaves(variables))
     return variables
+
+
+def _generator_variables(reference_generator, generator) -> dict:
+    def locate(name, tensor):
+        parts = name.split(".")
+        layer = "foreground" if parts[0].endswith("fg") else "background"
+        network = "mapping" if parts[0].startswith("mapping") else "synthesis"
+        collection = "buffers" if parts[-1] in ("w_avg", "noise_const") else "params"
+        return [collection, layer, network, *parts[1:]], _to_ours(name, tensor)
+
+    return _copy_reference(
+        lambda key: generator.init({"params": key, "noise": key}, jnp.zeros((2, WIDTH))),
+        reference_generator.state_dict(),
+        locate,
+    )
+
+
+def _discriminator_variables(reference_discriminator, discriminator) -> dict:
+    def locate(name, tensor):
+        if name == "b4.fc.weight":  # torch flattens [N, C, 4, 4] as CHW, we flatten HWC
+            out = tensor.shape[0]
+            value = tensor.detach().numpy().reshape(out, -1, 4, 4).transpose(2, 3, 1, 0)
+            return ["params", "b4", "fc", "weight"], value.reshape(-1, out)
+        return ["params", *name.split(".")], _to_ours(name, tensor)
+
+    return _copy_reference(
+        lambda key: discriminator.init(key, jnp.zeros((BATCH, RESOLUTION, RESOLUTION, 3))),
+        reference_discriminator.state_dict(),
+        locate,
+    )
 
 
 def test_generator_layers_and_gradients_equal_the_reference(reference, ours):
