@@ -111,6 +111,58 @@ def test_deterministic_from_seed():
     assert np.mean(first["image"] != other["image"]) > 0.5
 
 
+def test_background_noise_scales_only_the_background_noise():
+    def render(noise):
+        return synthetic_render.render_synthetic_objects(
+            np.random.default_rng(5), 16, 32, return_layers=True, background_noise=noise
+        )
+
+    smooth, full, half = render(0.0), render(1.0), render(0.5)
+    # Objects, masks and the smooth part of the background do not depend on the noise level.
+    for key in ("foreground", "coverage", "mask"):
+        np.testing.assert_array_equal(smooth[key], full[key])
+    # Without noise the background is a linear ramp between two colours: its Laplacian vanishes
+    # away from the ramp's clipped ends, while the x1 backgrounds are rough.
+    def roughness(background):
+        laplacian = (
+            background[:, 2:, 1:-1] + background[:, :-2, 1:-1] + background[:, 1:-1, 2:]
+            + background[:, 1:-1, :-2] - 4 * background[:, 1:-1, 1:-1]
+        )
+        return np.median(np.abs(laplacian))
+
+    assert roughness(smooth["background"]) < 1e-5
+    assert roughness(full["background"]) > 0.01
+    # The noise enters linearly: x0.5 lies halfway wherever no channel is clipped.
+    inside = np.all((full["background"] > 0) & (full["background"] < 1), axis=-1) & np.all(
+        (smooth["background"] > 0) & (smooth["background"] < 1), axis=-1
+    )
+    assert inside.mean() > 0.5
+    midway = 0.5 * (smooth["background"] + full["background"])
+    np.testing.assert_allclose(half["background"][inside], midway[inside], atol=1e-5)
+
+
+def test_background_noise_level_names_its_own_builder_config():
+    default = synthetic_builder.make_builder_config(32, 10, 5, 0)
+    quiet = synthetic_builder.make_builder_config(32, 10, 5, 0, background_noise=0.5)
+    assert default.name == "r32_train10_test5_seed0"
+    assert quiet.name == "r32_train10_test5_seed0_noise0.5"
+    assert quiet.background_noise == 0.5
+    chunk = synthetic_builder.render_split_chunk(quiet, "train", 0)
+    expected = synthetic_render.render_synthetic_objects(
+        np.random.default_rng([0, 0, 0]), 10, 32, background_noise=0.5
+    )
+    np.testing.assert_array_equal(chunk["image"], expected["image"])
+    assert not np.array_equal(
+        chunk["image"], synthetic_builder.render_split_chunk(default, "train", 0)["image"]
+    )
+    with pytest.raises(ValueError, match="synthetic_background_noise"):
+        synthetic_builder.make_builder_config(32, 10, 5, 0, background_noise=-1.0)
+    with pytest.raises(ValueError, match="background_noise"):
+        synthetic_render.render_synthetic_objects(
+            np.random.default_rng(0), 2, 16, background_noise=float("nan")
+        )
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="num_images"):
         synthetic_render.render_synthetic_objects(np.random.default_rng(0), 0, 32)

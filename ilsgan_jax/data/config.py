@@ -39,6 +39,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.synthetic_train_size = 20_000
     config.synthetic_test_size = 1_000
     config.synthetic_seed = 0
+    # 'synthetic' only: amplitude multiplier of the backgrounds' band-limited noise (>= 0; 1 =
+    # the data set as specified, other values get their own tfds config and cache directory).
+    config.synthetic_background_noise = 1.0
     # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
     # few names); False raises a ValueError naming the first bad file.
     config.skip_corrupt = True

@@ -1,7 +1,8 @@
 """tfds builder of the synthetic objects data set (see synthetic_render.py); no download.
 
-Each combination of (resolution, train size, test size, seed) is its own BuilderConfig, named
-`r{R}_train{N}_test{M}_seed{S}`, so several variants live side by side in one data_dir.
+Each combination of (resolution, train size, test size, seed, background noise) is its own
+BuilderConfig, named `r{R}_train{N}_test{M}_seed{S}` (plus `_noise{X}` when the background noise
+is not x1), so several variants live side by side in one data_dir.
 """
 
 import dataclasses
@@ -18,16 +19,18 @@ _SPLIT_STREAMS = {"train": 0, "test": 1}
 
 @dataclasses.dataclass
 class SyntheticObjectsConfig(tfds.core.BuilderConfig):
-    """resolution: image side in pixels (power of two, 16..256); sizes in images; seed: int."""
+    """resolution: image side in pixels (power of two, 16..256); sizes in images; seed: int;
+    background_noise: amplitude multiplier of the backgrounds' band-limited noise (>= 0)."""
 
     resolution: int = 64
     train_size: int = 20_000
     test_size: int = 1_000
     seed: int = 0
+    background_noise: float = 1.0
 
 
 def make_builder_config(
-    resolution: int, train_size: int, test_size: int, seed: int
+    resolution: int, train_size: int, test_size: int, seed: int, background_noise: float = 1.0
 ) -> SyntheticObjectsConfig:
     """The BuilderConfig for one variant, validated (ValueError naming the bad field)."""
     if resolution not in (16, 32, 64, 128, 256):
@@ -37,13 +40,23 @@ def make_builder_config(
             raise ValueError(f"data.{field} must be >= 1, got {value}")
     if seed < 0:
         raise ValueError(f"data.synthetic_seed must be >= 0, got {seed}")
+    if not background_noise >= 0.0:  # also rejects NaN
+        raise ValueError(
+            f"data.synthetic_background_noise must be >= 0, got {background_noise}"
+        )
+    # The noise level is part of the name (and so of the cache path) unless it is the default.
+    noise_suffix = "" if background_noise == 1.0 else f"_noise{background_noise:g}"
     return SyntheticObjectsConfig(
-        name=f"r{resolution}_train{train_size}_test{test_size}_seed{seed}",
-        description=f"{resolution}px, {train_size} train / {test_size} test images, seed {seed}",
+        name=f"r{resolution}_train{train_size}_test{test_size}_seed{seed}{noise_suffix}",
+        description=(
+            f"{resolution}px, {train_size} train / {test_size} test images, seed {seed}, "
+            f"background noise x{background_noise:g}"
+        ),
         resolution=resolution,
         train_size=train_size,
         test_size=test_size,
         seed=seed,
+        background_noise=float(background_noise),
     )
 
 
@@ -55,7 +68,9 @@ def render_split_chunk(
     start = chunk_index * _CHUNK_SIZE
     count = min(_CHUNK_SIZE, size - start)
     rng = np.random.default_rng([config.seed, _SPLIT_STREAMS[split], chunk_index])
-    return synthetic_render.render_synthetic_objects(rng, count, config.resolution)
+    return synthetic_render.render_synthetic_objects(
+        rng, count, config.resolution, background_noise=config.background_noise
+    )
 
 
 class SyntheticObjects(tfds.core.GeneratorBasedBuilder):

@@ -72,8 +72,11 @@ def _pixel_grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     return centres[:, None], centres[None, :]
 
 
-def _render_backgrounds(rng: np.random.Generator, num_images: int, resolution: int) -> np.ndarray:
-    """Returns [N, R, R, 3] float32 in [0, 1]."""
+def _render_backgrounds(
+    rng: np.random.Generator, num_images: int, resolution: int, noise_scale: float = 1.0
+) -> np.ndarray:
+    """Returns [N, R, R, 3] float32 in [0, 1]; `noise_scale` multiplies both noise amplitudes
+    (the random draws do not depend on it, so x0 gives the same gradients without noise)."""
     y, x = _pixel_grid(resolution)
     angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
     projection = np.cos(angle)[:, None, None] * (x - 0.5) + np.sin(angle)[:, None, None] * (y - 0.5)
@@ -88,7 +91,8 @@ def _render_backgrounds(rng: np.random.Generator, num_images: int, resolution: i
     coarse_colour = _uniform(rng, -1.0, 1.0, (num_images, 3)) * _uniform(
         rng, 0.04, 0.12, (num_images, 1)
     )
-    fine_amplitude = _uniform(rng, 0.02, 0.08, num_images)
+    fine_amplitude = _uniform(rng, 0.02, 0.08, num_images) * np.float32(noise_scale)
+    coarse_colour *= np.float32(noise_scale)
     # background = c0 + ramp * (c1 - c0) + coarse * coarse_colour + fine * fine_amplitude, as one
     # batched [R*R, 3] x [3, 3] product per image.
     fields = np.stack([ramp[..., 0], coarse, fine], axis=-1).reshape(num_images, -1, 3)
@@ -227,7 +231,11 @@ def _object_textures(
 
 
 def render_synthetic_objects(
-    rng: np.random.Generator, num_images: int, resolution: int, return_layers: bool = False
+    rng: np.random.Generator,
+    num_images: int,
+    resolution: int,
+    return_layers: bool = False,
+    background_noise: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Renders `num_images` images of one object over a background.
 
@@ -236,6 +244,9 @@ def render_synthetic_objects(
       num_images: N >= 1.
       resolution: R, image side in pixels (any R >= 8; the data sets use powers of two).
       return_layers: also return the float layers and the shape parameters.
+      background_noise: >= 0, multiplies the amplitudes of the backgrounds' band-limited noise
+        (coarse coloured 0.04-0.12 and fine 0.02-0.08 of the [0, 1] range at x1); the other
+        draws do not depend on it.
 
     Returns:
       'image': [N, R, R, 3] uint8, the composite.
@@ -251,11 +262,13 @@ def render_synthetic_objects(
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if resolution < 8:
         raise ValueError(f"resolution must be >= 8, got {resolution}")
+    if not background_noise >= 0.0:
+        raise ValueError(f"background_noise must be >= 0, got {background_noise}")
     # Independent streams for the background, the shape and the object's texture: the layers
     # are independent by construction, and the shapes do not depend on the resolution (the noise
     # fields consume resolution-dependent numbers of draws).
     background_rng, shape_rng, texture_rng = rng.spawn(3)
-    background = _render_backgrounds(background_rng, num_images, resolution)
+    background = _render_backgrounds(background_rng, num_images, resolution, background_noise)
 
     shape_ids = shape_rng.integers(0, len(SHAPE_TYPES), num_images)
     radius_fn = _radial_functions(shape_rng, shape_ids)
