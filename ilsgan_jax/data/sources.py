@@ -68,7 +68,7 @@ def synthetic_builder_of(data_config) -> synthetic_builder.SyntheticObjects:
         int(data_config.synthetic_train_size),
         int(data_config.synthetic_test_size),
         int(data_config.synthetic_seed),
-        float(data_config.get("synthetic_background_noise", 1.0)),
+        float(data_config.synthetic_background_noise),
     )
     return synthetic_builder.SyntheticObjects(config=config, data_dir=data_dir_of(data_config))
 
