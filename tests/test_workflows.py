@@ -43,6 +43,8 @@ REPORT_KEYS = {
     "best_val_metrics",
     "test",
     "all_foreground_iou",
+    "synthetic_mask_coverage",
+    "synthetic_full_fraction",
     "segmenter_seconds",
 }
 TEST_METRIC_KEYS = {"drc_iou", "drc_dice", "iou", "iou_bg", "miou", "pixel_accuracy"}
@@ -114,7 +116,7 @@ def test_load_pairs_reads_the_export_format(segmenter_run):
 
 
 def test_report_written_with_its_keys(segmenter_run, config):
-    workdir, report = segmenter_run["workdir"], segmenter_run["report"]
+    workdir, report, stub = segmenter_run["workdir"], segmenter_run["report"], segmenter_run["stub"]
     with open(os.path.join(workdir, "segmenter", "report.json")) as file:
         on_disk = json.load(file)
     assert on_disk == json.loads(json.dumps(report))
@@ -124,12 +126,41 @@ def test_report_written_with_its_keys(segmenter_run, config):
     assert report["num_test_images"] == config.data.synthetic_test_size
     assert report["resolution"] == RESOLUTION and report["data"] == "synthetic"
     assert report["best_val_step"] in (80, 160, 240)
+    # The exported masks' statistics, recomputed with NumPy (the renderer's objects cover ~25%).
+    coverage = stub["mask"][..., 0].reshape(NUM_STUB_PAIRS, -1).mean(axis=1)
+    assert report["synthetic_mask_coverage"] == pytest.approx(coverage.mean(), abs=1e-6)
+    assert report["synthetic_full_fraction"] == pytest.approx(np.mean(coverage > 0.99))
+    assert 0.05 < report["synthetic_mask_coverage"] < 0.6
     for name in TEST_METRIC_KEYS:
         assert 0.0 <= report["test"][name] <= 1.0, name
     # The previews grid: 4 rows (image, truth, prediction, cutout) of 16 test images, 1 px gaps.
     preview = np.asarray(Image.open(os.path.join(workdir, "previews", "segmentation.png")))
     assert preview.shape == (4 * (RESOLUTION + 1) + 1, 16 * (RESOLUTION + 1) + 1, 3)
     assert os.path.exists(os.path.join(workdir, "segmenter", "best.msgpack"))
+
+
+def demo_summary(full_fraction: float, images_seen: int) -> dict:
+    return {
+        "synthetic_full_fraction": full_fraction,
+        "layers_separated": full_fraction < workflows.MAX_FULL_FRACTION_SEPARATED,
+        "gan_images_seen": images_seen,
+        "gan_seconds": 1000.0,
+    }
+
+
+def test_demo_separation_advice(config):
+    """Separated: one line. Not separated: the images seen and rate, and how to continue: run
+    again while below total_kimg, else raise total_kimg (naming its value)."""
+    config = config.copy_and_resolve_references()
+    config.train.total_kimg = 80.0
+    total = 80_000
+    separated = workflows.separation_advice(demo_summary(0.02, total), config, "/w")
+    assert len(separated) == 1 and "separated (2% of the masks" in separated[0]
+    early = "\n".join(workflows.separation_advice(demo_summary(0.97, 45_200), config, "/w"))
+    assert "NOT separated yet: 97%" in early and "45.2 kimg at 45 images/s" in early
+    assert "run the same command again" in early and "/w/checkpoints" in early
+    capped = "\n".join(workflows.separation_advice(demo_summary(0.97, total), config, "/w"))
+    assert f"raise --config.train.total_kimg (now {config.train.total_kimg:g})" in capped
 
 
 def numpy_per_image_iou(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
