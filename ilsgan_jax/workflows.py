@@ -536,16 +536,17 @@ def separation_advice(summary: dict, config, workdir: str) -> list[str]:
     if summary["layers_separated"]:
         return [f"  layers                   separated ({full:.0%} of the masks all-foreground)"]
     kimg = summary["gan_images_seen"] / 1000
-    rate = summary["gan_images_seen"] / max(summary["gan_seconds"], 1e-9)
+    rate = summary["gan_images_this_run"] / max(summary["gan_seconds"], 1e-9)
     if kimg >= config.train.total_kimg:
         how = f"raise --config.train.total_kimg (now {config.train.total_kimg:g}) and run again"
     else:
         how = "run the same command again"
     return [
         f"  layers                   NOT separated yet: {full:.0%} of the masks are all-foreground",
-        f"    ({kimg:.1f} kimg at {rate:.0f} images/s; on the synthetic data they separate at",
-        f"    ~55-60 kimg). To continue, {how}: training resumes from",
-        f"    {os.path.join(workdir, 'checkpoints')} with a new time budget.",
+        f"    ({kimg:.1f} kimg, this run at {rate:.0f} images/s; on the synthetic data they",
+        "    separate at ~55-60 kimg or later). To continue,",
+        f"    {how}: training resumes from {os.path.join(workdir, 'checkpoints')}",
+        "    with a new time budget.",
     ]
 
 
@@ -571,6 +572,7 @@ def run_demo(config, workdir: str) -> dict:
         "synthetic_full_fraction": report["synthetic_full_fraction"],
         "layers_separated": report["synthetic_full_fraction"] < MAX_FULL_FRACTION_SEPARATED,
         "gan_images_seen": trained.images_seen,
+        "gan_images_this_run": trained.images_this_run,
         "gan_steps": trained.steps,
         "gan_seconds": gan_seconds,
         "segmenter_seconds": report["segmenter_seconds"],

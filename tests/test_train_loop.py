@@ -142,6 +142,7 @@ def test_reference_run_counts_checkpoints_and_metrics(reference_run, config):
     result, workdir = reference_run["result"], reference_run["workdir"]
     assert result.steps == TOTAL_STEPS and not result.interrupted
     assert result.images_seen == TOTAL_STEPS * config.train.batch_size
+    assert result.images_this_run == result.images_seen  # a fresh workdir
     assert int(result.state.step) == TOTAL_STEPS
     assert int(result.state.images_seen) == TOTAL_STEPS * config.train.batch_size
     assert int(result.state.nonfinite_step) == -1
@@ -189,6 +190,9 @@ def test_resume_continues_the_data_stream(interrupted_then_resumed, reference_ru
 def test_resumed_state_equals_uninterrupted_state(interrupted_then_resumed, reference_run):
     second = interrupted_then_resumed["second"]
     assert second.steps == TOTAL_STEPS and not second.interrupted
+    batch = second.images_seen // TOTAL_STEPS
+    assert second.images_this_run == (TOTAL_STEPS - INTERRUPT_STEP) * batch
+    assert interrupted_then_resumed["first"].images_this_run == INTERRUPT_STEP * batch
     assert_states_close(second.state, reference_run["result"].state)
     # Not vacuous: training moved the parameters after the interruption.
     first_state = interrupted_then_resumed["first"].state

@@ -144,6 +144,7 @@ def demo_summary(full_fraction: float, images_seen: int) -> dict:
         "synthetic_full_fraction": full_fraction,
         "layers_separated": full_fraction < workflows.MAX_FULL_FRACTION_SEPARATED,
         "gan_images_seen": images_seen,
+        "gan_images_this_run": images_seen // 2,  # resumed half-way
         "gan_seconds": 1000.0,
     }
 
@@ -157,7 +158,7 @@ def test_demo_separation_advice(config):
     separated = workflows.separation_advice(demo_summary(0.02, total), config, "/w")
     assert len(separated) == 1 and "separated (2% of the masks" in separated[0]
     early = "\n".join(workflows.separation_advice(demo_summary(0.97, 45_200), config, "/w"))
-    assert "NOT separated yet: 97%" in early and "45.2 kimg at 45 images/s" in early
+    assert "NOT separated yet: 97%" in early and "45.2 kimg, this run at 23 images/s" in early
     assert "run the same command again" in early and "/w/checkpoints" in early
     capped = "\n".join(workflows.separation_advice(demo_summary(0.97, total), config, "/w"))
     assert f"raise --config.train.total_kimg (now {config.train.total_kimg:g})" in capped

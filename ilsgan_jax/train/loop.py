@@ -35,7 +35,8 @@ class NonFiniteLossError(RuntimeError):
 class TrainResult:
     state: TrainState
     steps: int  # train iterations completed (including resumed ones)
-    images_seen: int  # real images consumed
+    images_seen: int  # real images consumed (including resumed steps)
+    images_this_run: int  # real images consumed by this invocation (0 if it only resumed)
     wall_time_seconds: float  # this invocation's wall time
     interrupted: bool  # stopped early (preemption or time budget) after a final save
     last_metrics: dict  # the last logged scalars
@@ -273,6 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         state=state,
         steps=step,
         images_seen=step * config.train.batch_size,
+        images_this_run=(step - start_step) * config.train.batch_size,
         wall_time_seconds=time.time() - start_time,
         interrupted=interrupted,
         last_metrics=last_metrics,
