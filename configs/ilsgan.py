@@ -23,6 +23,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from ilsgan_jax.augment.config import default_ada_config
+from ilsgan_jax.compiler_options import DOTS_AND_REDUCTIONS
 from ilsgan_jax.data.config import default_data_config
 from ilsgan_jax.evaluate.segmenter import default_segmenter_config
 
@@ -133,6 +134,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every_steps = 10_000  # fid10k_full (needs the Inception weights)
     config.train.num_sample_images = 16  # images per sample grid
     config.train.progress_bar = True  # console progress line for interactive runs
+
+    # --- Compiler -----------------------------------------------------------------------------
+    config.compiler = ml_collections.ConfigDict()
+    # XLA:CPU only: which op kinds YNNPACK may take ('default' = the jaxlib's choice). Dots and
+    # reductions, not convolutions: 1.4x faster train step at CPU widths (compiler_options.py).
+    config.compiler.xla_cpu_ynn_fusion_types = DOTS_AND_REDUCTIONS
 
     # --- Evaluation ---------------------------------------------------------------------------
     config.eval = ml_collections.ConfigDict()

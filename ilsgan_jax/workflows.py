@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ilsgan_jax import parallel
+from ilsgan_jax import compiler_options, parallel
 from ilsgan_jax.data import input_pipeline
 from ilsgan_jax.evaluate import inception, pair_dataset, seg_metrics, training_fid
 from ilsgan_jax.evaluate import mine as mine_lib
@@ -301,7 +301,13 @@ def train_and_score_segmenter(config, workdir: str) -> dict:
     evaluation split, writes `segmenter/report.json` and previews; returns the report."""
     start = time.time()
     images, masks = load_pairs(pair_dataset.dataset_dir(os.path.join(workdir, "export")))
-    result = segmenter_lib.train_segmenter(images, masks, config.segmenter, seed=config.seed)
+    result = segmenter_lib.train_segmenter(
+        images,
+        masks,
+        config.segmenter,
+        seed=config.seed,
+        compiler_options=compiler_options.for_devices(config, jax.local_devices()[:1]),
+    )
     save_segmenter(workdir, result.variables)
     test_images, test_masks = load_eval_split(config)
     metrics = segmenter_lib.score_segmenter(

@@ -193,8 +193,9 @@ def create_state(
     return SegmenterState(params, variables["batch_stats"], opt_state, jnp.zeros((), jnp.int32))
 
 
-def make_train_step(config: ml_collections.ConfigDict):
-    """A jitted `(state, images, masks, key) -> (state, {'loss'})`.
+def make_train_step(config: ml_collections.ConfigDict, compiler_options: dict | None = None):
+    """A jitted `(state, images, masks, key) -> (state, {'loss'})`, compiled with
+    `compiler_options` (`ilsgan_jax.compiler_options.for_devices`; None = XLA's defaults).
 
     images: [B, H, W, 3] float32 in [-1, 1]; masks: [B, H, W] bool (foreground).
     """
@@ -208,7 +209,7 @@ def make_train_step(config: ml_collections.ConfigDict):
         )
         return pixel_cross_entropy(logits, masks), updates["batch_stats"]
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options or None)
     def train_step(state: SegmenterState, images, masks, key):
         images = color_augment(key, images, config.augment)
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -304,6 +305,7 @@ def train_segmenter(
     config: ml_collections.ConfigDict | None = None,
     seed: int = 0,
     train_batches: Iterator[tuple[np.ndarray, np.ndarray]] | None = None,
+    compiler_options: dict | None = None,
 ) -> SegmenterResult:
     """Trains the segmenter on pairs and keeps the best-validation parameters.
 
@@ -314,6 +316,7 @@ def train_segmenter(
       seed: seeds initialisation, batch order and augmentation.
       train_batches: optional iterator of (images [B, ...], masks [B, ...]) replacing the
         sampling from the training part of `images` (validation still uses the last fraction).
+      compiler_options: XLA options of the train step (`compiler_options.for_devices`).
     """
     config = config or default_segmenter_config()
     images = np.asarray(images, np.float32)
@@ -327,7 +330,7 @@ def train_segmenter(
         )
     init_key, loop_key = jax.random.split(jax.random.key(seed))
     state = create_state(init_key, config, images.shape[1:])
-    train_step = make_train_step(config)
+    train_step = make_train_step(config, compiler_options)
 
     best = None
     history = []

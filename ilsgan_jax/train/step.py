@@ -21,6 +21,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ilsgan_jax import compiler_options as compiler_options_lib
 from ilsgan_jax.augment.ada import augment
 from ilsgan_jax.augment.config import as_ada_config
 from ilsgan_jax.augment.controller import accumulate_real_signs, update_ada_state
@@ -425,10 +426,12 @@ class PhasedTrainStep:
     """The compiled phases of an iteration, dispatched on the host's step counter (no device
     sync): `step_fn(state, batch, step) -> (state, metrics)` with `step` = `state.step`."""
 
-    def __init__(self, phases: TrainPhases, mesh: Mesh):
+    def __init__(self, phases: TrainPhases, mesh: Mesh, compiler_options: dict | None = None):
         self._phases = phases
-        self.main = jit_train_step(phases.main, mesh)
-        self.r1 = jit_train_step(phases.r1, mesh) if phases.r1 is not None else None
+        self.main = jit_train_step(phases.main, mesh, compiler_options)
+        self.r1 = (
+            jit_train_step(phases.r1, mesh, compiler_options) if phases.r1 is not None else None
+        )
         # Reported as the R1 penalty on iterations without R1 (made once: no per-step transfer).
         # Built on the devices by a jitted function: a multi-process `device_put` would compare
         # the host values across processes, and NaN != NaN.
@@ -448,13 +451,20 @@ class PhasedTrainStep:
 
 
 def jit_phased_train_step(config, networks: Networks, optimizers: Optimizers, mesh: Mesh):
-    """The training loop's step: `PhasedTrainStep` over `make_train_phases`."""
-    return PhasedTrainStep(make_train_phases(config, networks, optimizers), mesh)
+    """The training loop's step: `PhasedTrainStep` over `make_train_phases`, compiled with the
+    config's compiler options for the mesh's platform (`compiler_options.for_devices`)."""
+    return PhasedTrainStep(
+        make_train_phases(config, networks, optimizers),
+        mesh,
+        compiler_options_lib.for_devices(config, mesh.devices.flat),
+    )
 
 
-def jit_train_step(train_step, mesh: Mesh) -> Callable[[TrainState, Any], tuple]:
+def jit_train_step(
+    train_step, mesh: Mesh, compiler_options: dict | None = None
+) -> Callable[[TrainState, Any], tuple]:
     """Compiles the step: state replicated and donated, batch sharded on 'data', metrics
-    replicated."""
+    replicated; `compiler_options` go to XLA (`jax.jit(compiler_options=...)`)."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     return jax.jit(
@@ -462,4 +472,5 @@ def jit_train_step(train_step, mesh: Mesh) -> Callable[[TrainState, Any], tuple]
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
+        compiler_options=compiler_options or None,
     )
