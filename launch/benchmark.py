@@ -19,7 +19,9 @@ GFLOPs per step from XLA cost analysis of the compiled phases (R1 amortised over
 model FLOP utilisation = FLOPs/step x steps/s / the dense float32 matmul FLOP/s measured on the
 same machine (a 2048^2 `jnp.dot`). The 1-minute load average is recorded with every row: the
 numbers are only comparable at similar load. `--input` adds the input pipeline's throughput
-(`launch/benchmark_input.py`).
+(`launch/benchmark_input.py`). `--compare_compiler_options` adds, per row, the main phase compiled
+with the jaxlib's default XLA options against the config's `compiler` options, run in turns in
+this process (`ilsgan_jax/compiler_options.py`; the speed-up is a ratio, robust to drift).
 """
 
 import importlib.util
@@ -35,7 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ilsgan_jax import parallel
+from ilsgan_jax import compiler_options, parallel
 from ilsgan_jax.train import builders
 from ilsgan_jax.train import state as state_lib
 from ilsgan_jax.train import step as step_lib
@@ -54,6 +56,13 @@ _CACHE = flags.DEFINE_bool(
     "compilation_cache", False, "Use the persistent compilation cache (compile times then lie)."
 )
 _INPUT_BATCHES = flags.DEFINE_integer("input_batches", 20, "Timed batches of the input benchmark.")
+_COMPARE = flags.DEFINE_bool(
+    "compare_compiler_options",
+    False,
+    "Also time the main phase compiled with the jaxlib's default options against the config's "
+    "`compiler` options, interleaved in this process (the speed-up as a ratio).",
+)
+_ROUNDS = flags.DEFINE_integer("rounds", 8, "Interleaved rounds of --compare_compiler_options.")
 
 
 def load_config_module():
@@ -152,6 +161,52 @@ def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: i
     }
 
 
+def compare_compiler_options(
+    widths: str, resolution: int, batch_size: int, rounds: int, steps_per_round: int = 4
+) -> dict:
+    """Main phase with the jaxlib's default XLA options vs the config's `compiler` options.
+
+    Both executables come from one lowering and run in turns (`rounds` x `steps_per_round`
+    steps each), so machine drift hits both alike; the speed-up is the median of the per-round
+    time ratios (default / configured)."""
+    config = make_config(widths, resolution, batch_size)
+    mesh = parallel.create_mesh()
+    networks = builders.build_networks(config)
+    optimizers = builders.build_optimizers(config)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    init = jax.jit(
+        lambda key: state_lib.create_train_state(config, networks, optimizers, key),
+        out_shardings=replicated,
+    )
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
+    real = jax.device_put(real, NamedSharding(mesh, PartitionSpec("data")))
+    main_phase = step_lib.make_train_phases(config, networks, optimizers).main
+    lowered = step_lib.jit_train_step(main_phase, mesh).lower(init(jax.random.key(0)), real)
+    configured = compiler_options.for_devices(config, mesh.devices.flat)
+    executables = {"default": lowered.compile(), "configured": lowered.compile(compiler_options=configured)}
+    states = {name: init(jax.random.key(0)) for name in executables}
+    seconds = {name: [] for name in executables}
+    for round_index in range(rounds + 1):  # round 0 warms up
+        for name, executable in executables.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                states[name], metrics = executable(states[name], real)
+            jax.block_until_ready(metrics)
+            if round_index > 0:
+                seconds[name].append((time.perf_counter() - start) / steps_per_round)
+    ratios = np.asarray(seconds["default"]) / np.asarray(seconds["configured"])
+    return {
+        "widths": widths,
+        "resolution": resolution,
+        "configured_options": configured,
+        "default_seconds_per_main_phase": round(float(np.median(seconds["default"])), 4),
+        "configured_seconds_per_main_phase": round(float(np.median(seconds["configured"])), 4),
+        "speedup": round(float(np.median(ratios)), 3),
+        "speedup_min_max": [round(float(ratios.min()), 3), round(float(ratios.max()), 3)],
+    }
+
+
 def add_utilisation(row: dict, matmul_flops: float) -> dict:
     """Adds `mfu`: the step's FLOP/s over the measured dense matmul FLOP/s."""
     step_flop_rate = row["gflops_per_step"] * 1e9 / row["seconds_per_step"]
@@ -190,7 +245,7 @@ def main(argv):
             raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
     matmul_flops = matmul_flops_per_second()
     logging.info("dense float32 matmul: %.1f GFLOP/s", matmul_flops / 1e9)
-    rows = []
+    rows, comparisons = [], []
     for widths in _WIDTHS.value:
         for resolution in (int(r) for r in _RESOLUTIONS.value):
             if f"{widths}:{resolution}" in skip:
@@ -202,6 +257,12 @@ def main(argv):
             )
             logging.info("%s", row)
             rows.append(row)
+            if _COMPARE.value:
+                comparison = compare_compiler_options(
+                    widths, resolution, _BATCH_SIZE.value, _ROUNDS.value
+                )
+                logging.info("%s", comparison)
+                comparisons.append(comparison)
     result = {
         "backend": jax.default_backend(),
         "devices": [str(device) for device in jax.devices()],
@@ -210,6 +271,15 @@ def main(argv):
         "train_step": rows,
     }
     text = format_table(rows)
+    if comparisons:
+        result["compiler_options"] = comparisons
+        text += "\n\nmain phase, jaxlib default -> config.compiler options (interleaved)\n"
+        text += "\n".join(
+            f"{c['widths']:>11} {c['resolution']:>5} px: {c['default_seconds_per_main_phase']} s"
+            f" -> {c['configured_seconds_per_main_phase']} s, speed-up x{c['speedup']}"
+            f" (rounds {c['speedup_min_max'][0]}-{c['speedup_min_max'][1]})"
+            for c in comparisons
+        )
     if _INPUT.value:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from benchmark_input import benchmark_input  # launch/benchmark_input.py
