@@ -79,8 +79,9 @@ def for_platform(config, platform: str) -> dict[str, str]:
       {} off the CPU, for 'default', or when the jaxlib does not know the option.
     """
     compiler = config.get("compiler") if hasattr(config, "get") else None
-    value = compiler.get("xla_cpu_ynn_fusion_types", JAXLIB_DEFAULT) if compiler else None
-    names = parse_ynn_fusion_types(value) if value is not None else None
+    names = parse_ynn_fusion_types(
+        compiler.get("xla_cpu_ynn_fusion_types", JAXLIB_DEFAULT) if compiler else JAXLIB_DEFAULT
+    )
     if platform != "cpu" or names is None:
         return {}
     joined = ",".join(names)

@@ -110,20 +110,29 @@ def step_flops(compiled) -> float:
     return float((analysis or {}).get("flops", 0.0))
 
 
-def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: int) -> dict:
-    """Compiles and times the train step; returns one row of results."""
+def setup_train_step(widths: str, resolution: int, batch_size: int):
+    """(config, mesh, networks, optimizers, init, real): `init(key)` makes a replicated train
+    state; `real` is a fixed batch of uniform images in [-1, 1] sharded on 'data'."""
     config = make_config(widths, resolution, batch_size)
     mesh = parallel.create_mesh()
     networks = builders.build_networks(config)
     optimizers = builders.build_optimizers(config)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    state = jax.jit(
+    init = jax.jit(
         lambda key: state_lib.create_train_state(config, networks, optimizers, key),
-        out_shardings=replicated,
-    )(jax.random.key(config.seed))
+        out_shardings=NamedSharding(mesh, PartitionSpec()),
+    )
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
     real = jax.device_put(real, NamedSharding(mesh, PartitionSpec("data")))
+    return config, mesh, networks, optimizers, init, real
+
+
+def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: int) -> dict:
+    """Compiles and times the train step; returns one row of results."""
+    config, mesh, networks, optimizers, init, real = setup_train_step(
+        widths, resolution, batch_size
+    )
+    state = init(jax.random.key(config.seed))
     # The loop's step: the main phases and the R1 phase compiled separately, R1 every 16 steps.
     phased = step_lib.jit_phased_train_step(config, networks, optimizers, mesh)
     r1_interval = config.loss.r1_interval
@@ -169,22 +178,16 @@ def compare_compiler_options(
     Both executables come from one lowering and run in turns (`rounds` x `steps_per_round`
     steps each), so machine drift hits both alike; the speed-up is the median of the per-round
     time ratios (default / configured)."""
-    config = make_config(widths, resolution, batch_size)
-    mesh = parallel.create_mesh()
-    networks = builders.build_networks(config)
-    optimizers = builders.build_optimizers(config)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    init = jax.jit(
-        lambda key: state_lib.create_train_state(config, networks, optimizers, key),
-        out_shardings=replicated,
+    config, mesh, networks, optimizers, init, real = setup_train_step(
+        widths, resolution, batch_size
     )
-    rng = np.random.default_rng(0)
-    real = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
-    real = jax.device_put(real, NamedSharding(mesh, PartitionSpec("data")))
     main_phase = step_lib.make_train_phases(config, networks, optimizers).main
     lowered = step_lib.jit_train_step(main_phase, mesh).lower(init(jax.random.key(0)), real)
     configured = compiler_options.for_devices(config, mesh.devices.flat)
-    executables = {"default": lowered.compile(), "configured": lowered.compile(compiler_options=configured)}
+    executables = {
+        "default": lowered.compile(),
+        "configured": lowered.compile(compiler_options=configured),
+    }
     states = {name: init(jax.random.key(0)) for name in executables}
     seconds = {name: [] for name in executables}
     for round_index in range(rounds + 1):  # round 0 warms up
