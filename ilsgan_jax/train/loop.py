@@ -266,10 +266,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     break
     finally:
         console.close()
+        closing_start = time.time()
         checkpointer.wait_until_finished()
         checkpointer.close()
         preemption.close()
         writer.flush()
+        logging.info("Loop ended at step %d; checkpoints and logs closed in %.1f s", step,
+                     time.time() - closing_start)
     return TrainResult(
         state=state,
         steps=step,
