@@ -15,7 +15,7 @@ Single fields are overridden with flags, e.g. `--config.train.batch_size=64`.
 Expected: the paper reports, at 64 px after 8000 kimg, CUB FID ~10 and segmenter IoU ~0.83
 (DRC protocol); a full run needs ~2-3 days on 8 V100s in the reference implementation.
 `runlocal` on the synthetic data set (the quick start, `make demo`) trains 65-80 kimg at 32 px in
-its 20.5-minute budget on a 2-core CPU, with the backgrounds' noise at x0.25 of the full data set:
+its 21-minute budget on a 2-core CPU, with the backgrounds' noise at x0.25 of the full data set:
 the masks turn object-shaped at 54-97 kimg depending on the run (at x1 they stay all-foreground
 past 115 kimg; README, results).
 """
