@@ -227,14 +227,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     check_finite(step)
                     last_metrics["kimg"] = step * config.train.batch_size / 1000.0
                     writer.write_scalars(step, last_metrics)
-                    console.update(
-                        step,
-                        {
-                            "kimg": f"{last_metrics['kimg']:.1f}",
-                            "D acc": f"{last_metrics['d/accuracy']:.2f}",
-                            "mask": f"{last_metrics['mask/mean']:.2f}",
-                        },
-                    )
+                    postfix = {
+                        "kimg": f"{last_metrics['kimg']:.1f}",
+                        "D acc": f"{last_metrics['d/accuracy']:.2f}",
+                        "mask": f"{last_metrics['mask/mean']:.2f}",
+                    }
+                    if budget_seconds > 0:  # the bar counts to total_kimg; the budget may end first
+                        left = max(0.0, budget_seconds - (time.time() - start_time))
+                        postfix["budget left"] = f"{left / 60:.1f} min"
+                    console.update(step, postfix)
                 if config.train.sample_every_steps and (
                     step % config.train.sample_every_steps == 0 or last or stop
                 ):
