@@ -14,7 +14,7 @@ Single fields are overridden with flags, e.g. `--config.train.batch_size=64`.
 
 Expected: the paper reports, at 64 px after 8000 kimg, CUB FID ~10 and segmenter IoU ~0.83
 (DRC protocol); a full run needs ~2-3 days on 8 V100s in the reference implementation.
-`runlocal` on the synthetic data set (the quick start, `make demo`) trains 65-89 kimg at 32 px in
+`runlocal` on the synthetic data set (the quick start, `make demo`) trains 65-85 kimg at 32 px in
 its 21-minute budget on a 2-core CPU, with the backgrounds' noise at x0.25 of the full data set:
 the masks turn object-shaped at ~55-62 or ~95-100 kimg depending on the run (at x1 they stay
 all-foreground past 115 kimg; README, results).
@@ -178,7 +178,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.channel_max = 64
         config.ada.mode = "noaug"
         # A cap: on a 2-core CPU the time budget below ends the GAN stage first (75 kimg
-        # on Ice Lake, ~89 on an AMD EPYC), so a faster machine spends its whole budget on training.
+        # on Ice Lake, 85 on an AMD EPYC), so a faster machine spends its whole budget on training.
         config.train.total_kimg = 120.0
         config.train.log_every_steps = 50
         config.train.sample_every_steps = 500
