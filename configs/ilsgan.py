@@ -177,8 +177,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.channel_base = 1024
         config.model.channel_max = 64
         config.ada.mode = "noaug"
-        # A cap: on a 2-core CPU the time budget below ends the GAN stage first (75 kimg
-        # on Ice Lake, 85 on an AMD EPYC), so a faster machine spends its whole budget on training.
+        # A cap: on a 2-core CPU the time budget below ends the GAN stage first (75 kimg on
+        # Ice Lake, 85 on an AMD EPYC), so a faster machine spends its whole budget training.
         config.train.total_kimg = 120.0
         config.train.log_every_steps = 50
         config.train.sample_every_steps = 500

@@ -219,7 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 step += 1
                 report_progress(step)
                 last = step == total_steps
-                over_budget = budget_seconds > 0 and time.time() - start_time > budget_seconds
+                elapsed = time.time() - start_time
+                over_budget = budget_seconds > 0 and elapsed > budget_seconds
                 stop = preemption.should_stop(step) or over_budget
                 if step % config.train.log_every_steps == 0 or last or stop:
                     last_metrics = _mean_metrics(history)
@@ -233,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         "mask": f"{last_metrics['mask/mean']:.2f}",
                     }
                     if budget_seconds > 0:  # the bar counts to total_kimg; the budget may end first
-                        left = max(0.0, budget_seconds - (time.time() - start_time))
+                        left = max(0.0, budget_seconds - elapsed)
                         postfix["budget left"] = f"{left / 60:.1f} min"
                     console.update(step, postfix)
                 if config.train.sample_every_steps and (
