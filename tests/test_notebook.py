@@ -6,6 +6,7 @@ so the trainer's mesh really splits each batch over more than one device, as on 
 
 import base64
 import json
+import os
 import pathlib
 import re
 import time
@@ -146,8 +147,14 @@ def test_notebook_runs_top_to_bottom_in_smoke_size(tmp_path, monkeypatch):
     parameters.source = source
 
     # The kernel inherits this environment: two CPU devices for the mesh (conftest's eight would
-    # give one image per device, below the minibatch-std group).
-    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count={KERNEL_DEVICES}")
+    # give one image per device, below the minibatch-std group), conftest's LLVM level kept.
+    opt_level = [
+        flag
+        for flag in os.environ["XLA_FLAGS"].split()
+        if flag.startswith("--xla_backend_optimization_level")
+    ]
+    kernel_flags = [f"--xla_force_host_platform_device_count={KERNEL_DEVICES}", *opt_level]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(kernel_flags))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     client = NotebookClient(
         notebook,
