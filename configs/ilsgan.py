@@ -85,10 +85,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.xint_max = 0.125  # max integer shift of fg + mask, fraction of the width (0 = off)
     config.loss.bg_contrast = 0.0  # background contrast jitter strength (PerturbGAN: 0.3)
     config.loss.bin_weight = 2.0  # weight of the mask binarisation loss
-    # Weight of the minimum mask size loss. 1.0, not the 2.0 DESIGN.md and the training script's
-    # msize_weight say: the official ILSLoss multiplies that term by weights[anti_zero_mask] and
-    # anti_zero_mask defaults to 'mi', whose weight is mi_weight = 1.0 (msize_weight unused).
-    config.loss.msize_weight = 1.0
+    # Weight of the minimum mask size loss (DESIGN.md). The official ILSLoss weighs that term by
+    # weights[anti_zero_mask]; its constructor defaults to 'mi' (1.0), but training_loop_ILS.py
+    # sets anti_zero_mask = 'msize' for an unconditional G (c_dim 0), i.e. msize_weight = 2.0.
+    # At 1.0 the binarisation (weight 2) outweighs it on small masks: runlocal runs then
+    # collapsed to empty masks within 8 kimg (seed 1, 2026-12-03).
+    config.loss.msize_weight = 2.0
     config.loss.min_msize = 0.25  # minimum mean mask coverage
     # Background term relu(min_msize - (1 - mean m)) of the size loss: 'auto' = on exactly when
     # the perturbation is off (the reference), 'on' / 'off' force it.
