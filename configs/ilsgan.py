@@ -179,6 +179,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.channel_base = 1024
         config.model.channel_max = 64
         config.ada.mode = "noaug"
+        # Seed 1: its generator starts with 0.40 mask coverage. The binarisation pushes pixels
+        # above 0.5 to 1, so a generator starting above ~0.45 (seed 0: 0.82) goes all-foreground
+        # and separates only at 55-100 kimg; starting below it the masks stay at ~0.3 and turn
+        # object-shaped by ~30 kimg (measured on seeds 0, 1, 2, 5 and 10; README, results).
+        config.seed = 1
         # A cap: on a 2-core CPU the time budget below ends the GAN stage first (75 kimg on
         # Ice Lake, 85 on an AMD EPYC), so a faster machine spends its whole budget training.
         config.train.total_kimg = 120.0
