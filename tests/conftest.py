@@ -10,7 +10,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 # LLVM at -O0: tests run few steps of tiny networks, so compiling dominates their time, and -O0
-# compiles the train steps ~1.5x faster (the numbers stay float32). Set the flag yourself to test
+# compiles the train steps ~1.3x faster (the numbers stay float32). Set the flag yourself to test
 # the optimised code, e.g. XLA_FLAGS=--xla_backend_optimization_level=2.
 if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
