@@ -3,5 +3,6 @@
 Modules: config (the `config.data` defaults), synthetic_render / synthetic_builder (the built-in
 synthetic objects data set), folder (the user's image folders), drc (Stanford Dogs / Cars in the
 DRC layout), preprocess (crop geometry and resizing), sources (every source behind one interface),
-input_pipeline (training and evaluation iterators of per-process NumPy batches).
+input_pipeline (training and evaluation iterators of per-process NumPy batches), eval_split (the
+evaluation split with its masks as whole arrays).
 """

@@ -240,3 +240,20 @@ def mask_statistics(mask: jax.Array) -> dict[str, jax.Array]:
         "empty_fraction": jnp.mean(coverage < EMPTY_MASK_COVERAGE),
         "full_fraction": jnp.mean(coverage > FULL_MASK_COVERAGE),
     }
+
+
+def all_foreground_baseline(masks: np.ndarray) -> float:
+    """Per-image IoU of predicting every pixel as foreground (the trivial segmenter): the mean
+    foreground fraction of ground-truth masks [N, H, W] in {0, 1}."""
+    flat = masks.reshape(masks.shape[0], -1) > 0.5
+    return float(np.mean(flat.sum(1) / flat.shape[1]))
+
+
+def synthetic_mask_statistics(masks: np.ndarray) -> dict[str, float]:
+    """`synthetic_mask_coverage` (mean of the masks) and `synthetic_full_fraction` (fraction of
+    masks covering > 99% of their image) of exported masks `[N, R, R]` in {0, 1}."""
+    stats = mask_statistics(masks)
+    return {
+        "synthetic_mask_coverage": float(stats["coverage"]),
+        "synthetic_full_fraction": float(stats["full_fraction"]),
+    }
