@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from ilsgan_jax import workflows
 from ilsgan_jax.models.alpha_network import FROZEN_COLLECTION
+from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.state import TrainState
 
 PLAIN_GENERATOR_NAME = "generator"  # PlainGenerator's StyleGenerator submodule
@@ -46,7 +46,7 @@ def load_pretrained_generator(config: ml_collections.ConfigDict) -> dict:
         )
     if not os.path.isdir(workdir):
         raise ValueError(f"config.labels4free.pretrained_workdir={workdir!r} is not a directory")
-    state, step, _ = workflows.restore_train_state(pretrained_config(config), workdir)
+    state, step, _ = restore_train_state(pretrained_config(config), workdir)
     logging.info("Labels4Free: pretrained generator from %s (step %d)", workdir, step)
     return {
         "params": state.g_ema_params[PLAIN_GENERATOR_NAME],

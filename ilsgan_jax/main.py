@@ -58,10 +58,10 @@ def main(argv):
         logging.info("Trained %d steps (%.1f kimg) in %.0f s", result.steps,
                      result.images_seen / 1000, result.wall_time_seconds)
         return
-    from ilsgan_jax import workflows
+    from ilsgan_jax.stages import modes
 
-    workflows.run_mode(mode, config, workdir, input_dir=_INPUT.value, output_dir=_OUTPUT.value,
-                       overwrite=_OVERWRITE.value)
+    modes.run_mode(mode, config, workdir, input_dir=_INPUT.value, output_dir=_OUTPUT.value,
+                   overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

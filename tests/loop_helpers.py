@@ -1,4 +1,4 @@
-"""Shared helpers for the training-program tests (test_train_loop, test_workflows, test_main_cli).
+"""Shared helpers for the training-program tests (test_train_loop, test_stages_*, test_main_cli).
 
 One tiny ILSGAN configuration, expressed once as `--config.*` overrides so that the in-process
 tests (`tiny_loop_config`) and the CLI subprocesses (`tiny_cli_flags`) build the very same

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ilsgan_jax import workflows
-from ilsgan_jax.evaluate import inversion, seg_metrics
+from ilsgan_jax.evaluate import seg_metrics
+from ilsgan_jax.stages import inversion
 from ilsgan_jax.models.encoder import Encoder, build_encoder
 from ilsgan_jax.train import builders
 from ilsgan_jax.train.state import create_train_state
@@ -153,8 +153,8 @@ def test_score_encoder_writes_the_report_and_reloads(frozen, tmp_path, monkeypat
     rng = np.random.default_rng(0)
     test_images = rng.uniform(-1, 1, (6, RESOLUTION, RESOLUTION, 3)).astype(np.float32)
     test_masks = (rng.uniform(size=(6, RESOLUTION, RESOLUTION)) > 0.5).astype(np.float32)
-    monkeypatch.setattr(workflows, "restore_train_state", lambda c, w: (state, 7, networks))
-    monkeypatch.setattr(workflows, "load_eval_split", lambda c: (test_images, test_masks))
+    monkeypatch.setattr(inversion, "restore_train_state", lambda c, w: (state, 7, networks))
+    monkeypatch.setattr(inversion, "load_eval_split", lambda c: (test_images, test_masks))
 
     report = inversion.score_encoder(config, str(tmp_path))
     with open(tmp_path / "encoder" / "report.json") as file:

@@ -4,14 +4,13 @@ Training (`train_encoder`) uses generated samples only: `z ~ N(0, I)`, `x = G(z)
 (constant noise, truncation 1, no perturbation), loss
 `latent_weight * mean (E(x) - z)^2 + reconstruction_weight * mean |G(E(x)) - x|`, Adam; the
 generator never changes. Segmentation (`encoder_masks`): `mask(G(E(x))) > 0.5` for real images.
-`score_encoder` is the `--mode=train_encoder` workflow: restore the GAN, train (or load) E, score
+`score_encoder` is the `--mode=train_encoder` stage: restore the GAN, train (or load) E, score
 its masks on the real evaluation split with the metrics of the U-Net route, and write
 `workdir/encoder/{encoder.msgpack, report.json, previews.png}`.
 
 The encoder stage runs on one device (the default one): it is small next to the GAN.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -24,9 +23,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.evaluate import seg_metrics
 from ilsgan_jax.models.encoder import Encoder, build_encoder
+from ilsgan_jax.stages import atomic
+from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.state import generator_variables
 
 History = list[dict[str, float]]
@@ -213,7 +215,7 @@ def encoder_masks(
 
 
 # ----------------------------------------------------------------------------------------------
-# Workflow: --mode=train_encoder
+# Stage: --mode=train_encoder
 # ----------------------------------------------------------------------------------------------
 def _encoder_dir(workdir: str) -> str:
     return os.path.join(workdir, "encoder")
@@ -222,12 +224,7 @@ def _encoder_dir(workdir: str) -> str:
 def save_encoder(workdir: str, encoder_variables: dict) -> str:
     """Writes E's variables to `workdir/encoder/encoder.msgpack` (atomically)."""
     path = os.path.join(_encoder_dir(workdir), "encoder.msgpack")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as file:
-        file.write(flax.serialization.to_bytes(jax.device_get(encoder_variables)))
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, flax.serialization.to_bytes(jax.device_get(encoder_variables)))
 
 
 def load_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -244,14 +241,6 @@ def load_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return flax.serialization.from_bytes(template, file.read())
 
 
-def _write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as file:
-        json.dump(payload, file, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def score_encoder(
     config: ml_collections.ConfigDict, workdir: str, *, retrain: bool = False
 ) -> dict:
@@ -260,10 +249,8 @@ def score_encoder(
     metrics (`SegmentationAccumulator`) and writes `encoder/report.json` (and
     `encoder/previews.png`: test images, ground truth, predicted masks, reconstructions).
     Returns the report."""
-    from ilsgan_jax import workflows  # the GAN checkpoint and data helpers (imports this module)
-
     start = time.time()
-    state, gan_step, networks = workflows.restore_train_state(config, workdir)
+    state, gan_step, networks = restore_train_state(config, workdir)
     history: History = []
     weights_path = os.path.join(_encoder_dir(workdir), "encoder.msgpack")
     if os.path.exists(weights_path) and not retrain:
@@ -275,7 +262,7 @@ def score_encoder(
         )
         if jax.process_index() == 0:
             save_encoder(workdir, encoder_variables)
-    test_images, test_masks = workflows.load_eval_split(config)
+    test_images, test_masks = load_eval_split(config)
     predicted = encoder_masks(config, encoder_variables, state, networks, test_images)
     accumulator = seg_metrics.SegmentationAccumulator()
     accumulator.add(predicted, test_masks)
@@ -287,13 +274,13 @@ def score_encoder(
         "encoder_steps": int(history[-1]["step"]) if history else None,
         "encoder_history": history,
         "test": {name: float(value) for name, value in accumulator.result().items()},
-        "all_foreground_iou": workflows.all_foreground_baseline(test_masks),
+        "all_foreground_iou": seg_metrics.all_foreground_baseline(test_masks),
         "encoder_seconds": time.time() - start,
     }
     if jax.process_index() == 0:
         _write_previews(config, workdir, encoder_variables, state, networks, test_images[:16],
                         test_masks[:16], predicted[:16])
-        _write_json(os.path.join(_encoder_dir(workdir), "report.json"), report)
+        atomic.write_json(os.path.join(_encoder_dir(workdir), "report.json"), report)
     return report
 
 

@@ -1,0 +1,48 @@
+"""The `--mode` dispatch of `ilsgan_jax.main` for every mode but `train`."""
+
+import json
+
+import ml_collections
+from absl import logging
+
+from ilsgan_jax.stages import diagnostics, export, inversion, segmentation
+from ilsgan_jax.stages.demo import run_demo
+
+
+def run_mode(
+    mode: str,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    input_dir=None,
+    output_dir=None,
+    overwrite=False,
+) -> None:
+    """Runs stage `mode` (export, train_segmenter, segment, evaluate, fid, mine, demo or
+    train_encoder) on `workdir`.
+
+    Args:
+      input_dir, output_dir: `segment`'s folder of images and folder for the masks.
+      overwrite: `export`/`segment`: replace existing outputs; `train_encoder`: retrain E.
+    Raises ValueError for an unknown mode.
+    """
+    if mode == "export":
+        export.export_pairs(config, workdir, overwrite=overwrite)
+    elif mode == "train_segmenter":
+        report = segmentation.train_and_score_segmenter(config, workdir)
+        logging.info("Segmenter report: %s", json.dumps(report["test"], indent=1))
+    elif mode == "segment":
+        segmentation.segment_folder(config, workdir, input_dir, output_dir, overwrite)
+    elif mode == "evaluate":
+        segmentation.evaluate_segmenter(config, workdir)
+    elif mode == "fid":
+        diagnostics.run_fid(config, workdir)
+    elif mode == "mine":
+        diagnostics.run_mine(config, workdir)
+    elif mode == "demo":
+        run_demo(config, workdir)
+    elif mode == "train_encoder":
+        report = inversion.score_encoder(config, workdir, retrain=overwrite)
+        logging.info("Encoder report: %s", json.dumps(report["test"], indent=1))
+    else:
+        raise ValueError(f"unknown mode {mode!r}")

@@ -1,0 +1,167 @@
+"""The U-Net route: `--mode=train_segmenter` (train on the exported pairs, score on the real
+evaluation split), `--mode=evaluate` (score the saved segmenter again) and `--mode=segment`
+(masks for a user's folder of images). The segmenter lives in `workdir/segmenter/best.msgpack`."""
+
+import os
+import time
+
+import flax.serialization
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image, UnidentifiedImageError
+
+from ilsgan_jax import compiler_options
+from ilsgan_jax.data.eval_split import load_eval_split
+from ilsgan_jax.evaluate import pair_dataset, seg_metrics
+from ilsgan_jax.evaluate import samples as sample_grids
+from ilsgan_jax.evaluate import segmenter as segmenter_lib
+from ilsgan_jax.stages import atomic
+from ilsgan_jax.stages.export import load_pairs
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what segment_folder reads
+
+
+def _segmenter_path(workdir: str) -> str:
+    return os.path.join(workdir, "segmenter", "best.msgpack")
+
+
+def save_segmenter(workdir: str, variables: dict) -> str:
+    """Writes the U-Net's `{'params', 'batch_stats'}` to `workdir/segmenter/best.msgpack`
+    (atomically); returns the path."""
+    data = flax.serialization.to_bytes(jax.device_get(variables))
+    return atomic.write_bytes(_segmenter_path(workdir), data)
+
+
+def load_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """The U-Net's variables from `workdir/segmenter/best.msgpack` (FileNotFoundError if
+    absent), shaped by `config.segmenter` at `config.data.resolution`."""
+    path = _segmenter_path(workdir)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No segmenter at {path}; run --mode=train_segmenter first")
+    resolution = config.data.resolution
+    template = segmenter_lib.create_state(
+        jax.random.key(0), config.segmenter, (resolution, resolution, 3)
+    )
+    template = {"params": template.params, "batch_stats": template.batch_stats}
+    with open(path, "rb") as file:
+        return flax.serialization.from_bytes(template, file.read())
+
+
+def train_and_score_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains the U-Net on the exported pairs (best validation IoU kept), scores it on the real
+    evaluation split, writes `segmenter/report.json` and previews; returns the report."""
+    start = time.time()
+    images, masks = load_pairs(pair_dataset.dataset_dir(os.path.join(workdir, "export")))
+    result = segmenter_lib.train_segmenter(
+        images,
+        masks,
+        config.segmenter,
+        seed=config.seed,
+        compiler_options=compiler_options.for_devices(config, jax.local_devices()[:1]),
+    )
+    save_segmenter(workdir, result.variables)
+    test_images, test_masks = load_eval_split(config)
+    metrics = segmenter_lib.score_segmenter(
+        result.variables, test_images, test_masks, config.segmenter
+    )
+    report = {
+        "data": config.data.name,
+        "resolution": config.data.resolution,
+        "num_synthetic_pairs": int(images.shape[0]),
+        "num_test_images": int(test_images.shape[0]),
+        "best_val_step": int(result.best_step),
+        "best_val_metrics": {k: float(v) for k, v in result.best_val_metrics.items()},
+        "test": {k: float(v) for k, v in metrics.items()},
+        "all_foreground_iou": seg_metrics.all_foreground_baseline(test_masks),
+        # What the segmenter learnt from: the exported masks' mean coverage and the fraction of
+        # all-foreground ones (coverage > 99%: the generator's layers have not separated).
+        **seg_metrics.synthetic_mask_statistics(masks),
+        "segmenter_seconds": time.time() - start,
+    }
+    write_previews(config, workdir, result.variables, test_images[:16], test_masks[:16])
+    atomic.write_json(os.path.join(workdir, "segmenter", "report.json"), report)
+    return report
+
+
+def write_previews(config, workdir, variables, images, masks) -> str:
+    """Grid `workdir/previews/segmentation.png`, one row each: test images ([N, R, R, 3] in
+    [-1, 1]), ground-truth masks ([N, R, R] in {0, 1}), predicted masks, prediction over white.
+    Returns the path."""
+    probabilities = segmenter_lib.predict_masks(
+        variables, images, config.segmenter.widths, config.segmenter.eval_batch_size
+    )
+    predicted = (np.asarray(probabilities) > 0.5).astype(np.float32)[..., None]
+    rows = {
+        "image": images,
+        "ground_truth": np.repeat(masks[..., None] * 2 - 1, 3, axis=-1),
+        "prediction": np.repeat(predicted * 2 - 1, 3, axis=-1),
+        "cutout": predicted * images + (1 - predicted),
+    }
+    grid = sample_grids.make_grid(rows, order=tuple(rows))
+    return sample_grids.save_png(grid, os.path.join(workdir, "previews", "segmentation.png"))
+
+
+def evaluate_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """`--mode=evaluate`: the saved segmenter scored on the real evaluation split; writes
+    `workdir/evaluation.json` and returns the metrics."""
+    variables = load_segmenter(config, workdir)
+    images, masks = load_eval_split(config)
+    metrics = segmenter_lib.score_segmenter(variables, images, masks, config.segmenter)
+    atomic.write_json(os.path.join(workdir, "evaluation.json"), metrics)
+    logging.info("Evaluation: %s", metrics)
+    return metrics
+
+
+def _segment_image(config, variables, rgb: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """(mask, overlay) of one RGB image: its centre square crop resized to the segmenter's
+    resolution, the predicted mask (0/255, mode 'L') resized back to the crop's size (nearest),
+    and the crop with the background darkened to 35%."""
+    resolution = config.data.resolution
+    side = min(rgb.size)
+    left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+    crop = rgb.crop((left, top, left + side, top + side))
+    small = np.asarray(crop.resize((resolution, resolution), Image.BILINEAR), np.float32)
+    probability = segmenter_lib.predict_masks(
+        variables, small[None] / 127.5 - 1.0, config.segmenter.widths, 1
+    )[0]
+    mask = Image.fromarray((np.asarray(probability) > 0.5).astype(np.uint8) * 255)
+    mask = mask.resize(crop.size, Image.NEAREST)
+    overlay = np.asarray(crop, np.float32)
+    keep = np.asarray(mask, np.float32)[..., None] / 255.0
+    overlay = (overlay * (0.35 + 0.65 * keep)).astype(np.uint8)
+    return mask, Image.fromarray(overlay)
+
+
+def segment_folder(config, workdir: str, input_dir: str, output_dir: str, overwrite: bool) -> int:
+    """Applies the trained segmenter to every image in `input_dir`; writes `<stem>_mask.png` and
+    `<stem>_overlay.png` into `output_dir`. Unreadable files are reported and skipped; existing
+    outputs are kept unless `overwrite`. Returns the number of images segmented."""
+    if not input_dir or not os.path.isdir(input_dir):
+        raise FileNotFoundError(f"--input must be an existing folder of images, got {input_dir!r}")
+    if not output_dir:
+        raise ValueError("--output (folder for the masks) is required for --mode=segment")
+    os.makedirs(output_dir, exist_ok=True)
+    variables = load_segmenter(config, workdir)
+    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(IMAGE_SUFFIXES))
+    done, bad = 0, []
+    for name in names:
+        stem = os.path.splitext(name)[0]
+        mask_path = os.path.join(output_dir, f"{stem}_mask.png")
+        if os.path.exists(mask_path) and not overwrite:
+            raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
+        try:
+            with Image.open(os.path.join(input_dir, name)) as image:
+                rgb = image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            bad.append(f"{name}: {error}")
+            continue
+        mask, overlay = _segment_image(config, variables, rgb)
+        mask.save(mask_path)
+        overlay.save(os.path.join(output_dir, f"{stem}_overlay.png"))
+        done += 1
+    if bad:
+        logging.warning("Skipped %d unreadable files, e.g. %s", len(bad), bad[:5])
+    logging.info("Segmented %d images into %s", done, output_dir)
+    return done
