@@ -1,6 +1,7 @@
 r"""ILSGAN: layered StyleGAN2 with the perturbation shift, mask losses and the ILS term.
 
-Paper runs (DESIGN.md defaults; 8000 kimg, batch 32), e.g. CUB at 64 px on one TPU VM / 8 GPUs:
+Paper runs (the defaults, docs/design.md; 8000 kimg, batch 32), e.g. CUB at 64 px on one TPU VM /
+8 GPUs:
 
   python -m ilsgan_jax.main --mode=train --config=configs/ilsgan.py:dataset=cub,res=64 \
       --workdir=/tmp/ilsgan_cub64
@@ -9,56 +10,73 @@ Variants are comma-separated `key=value` items after the colon:
   dataset=synthetic|cub|dogs|cars|folder   res=64|128 (any power of two 16..256)
   estimator=laplace|gaussian|neural_laplace|neural_gaussian   ils=0 (PerturbGAN-style, no ILS)
   runlocal   (a 2-core-CPU size: 32 px, narrow networks, no ADA; see below)
+Booleans take 1/0, true/false or yes/no; a bare `runlocal` means runlocal=1.
 
 Single fields are overridden with flags, e.g. `--config.train.batch_size=64`.
 
 Expected: the paper reports, at 64 px after 8000 kimg, CUB FID ~10 and segmenter IoU ~0.83
 (DRC protocol); a full run needs ~2-3 days on 8 V100s in the reference implementation.
 `runlocal` on the synthetic data set (the quick start, `make demo`) trains 65-85 kimg at 32 px in
-its 21-minute budget on a 2-core CPU, with the backgrounds' noise at x0.25 of the full data set
-and seed 1: the masks turn object-shaped by ~30 kimg and the U-Net scores IoU ~0.75 (seed 0's
-masks go all-foreground first and separate at ~55-100 kimg; README, results).
+its 21-minute budget on a 2-core CPU, with the backgrounds' noise at x0.25 of the full data set:
+the masks turn object-shaped by ~30 kimg and the U-Net scores IoU ~0.75.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
+from configs import variants
+from configs.derived import derived
 from ilsgan_jax.augment.config import default_ada_config
 from ilsgan_jax.compiler_options import DOTS_AND_REDUCTIONS
-from ilsgan_jax.data.config import default_data_config
+from ilsgan_jax.data.config import DATA_SOURCES, default_data_config
 from ilsgan_jax.evaluate.segmenter import default_segmenter_config
 
 ESTIMATORS = ("laplace", "gaussian", "neural_laplace", "neural_gaussian")
+RESOLUTIONS = (16, 32, 64, 128, 256)  # image sides the input pipeline produces, pixels
+
+# The variants shared by the configs built on this one (perturbgan, stylegan2, labels4free).
+DATA_VARIANTS = {
+    "dataset": variants.Variant(str, "synthetic", DATA_SOURCES),  # data.name
+    "res": variants.Variant(int, None, RESOLUTIONS),  # data.resolution; None: 32 runlocal, else 64
+    "runlocal": variants.Variant(bool, False),  # 2-core-CPU sizes
+}
+VARIANTS = {
+    **DATA_VARIANTS,
+    "estimator": variants.Variant(str, "laplace", ESTIMATORS),  # loss.ils.estimator
+    "ils": variants.Variant(bool, True),  # loss.ils.enabled
+}
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-    """'dataset=cub,res=64,runlocal' -> {'dataset': 'cub', 'res': '64', 'runlocal': '1'}."""
-    result = {}
-    for item in (arg or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, _, value = item.partition("=")
-        result[key.strip()] = value.strip() if value else "1"
-    return result
+def is_learned_estimator(estimator: str) -> bool:
+    """True for the neural (U-Net) CLUB conditionals, which take far smaller ILS weights."""
+    return estimator.startswith("neural")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
-    known = {"dataset", "res", "runlocal", "estimator", "ils"}
-    unknown = set(args) - known
-    if unknown:
-        raise ValueError(f"configs/ilsgan.py: unknown variant(s) {sorted(unknown)}; use {sorted(known)}")
-    runlocal = args.get("runlocal", "0") not in ("0", "false", "False")
-    resolution = int(args.get("res", 32 if runlocal else 64))
+    """The config of `--config=configs/ilsgan.py:arg` (variants in the module docstring)."""
+    return make_config(**variants.parse(arg, VARIANTS, __file__))
+
+
+def make_config(
+    *,
+    dataset: str = "synthetic",
+    res: int | None = None,
+    runlocal: bool = False,
+    estimator: str = "laplace",
+    ils: bool = True,
+) -> ml_collections.ConfigDict:
+    """The config of parsed variants (the other config files build on it)."""
+    resolution = res if res is not None else (32 if runlocal else 64)
 
     config = ml_collections.ConfigDict()
-    config.system = "ilsgan"  # which system the trainer builds: 'ilsgan' (layered, this file)
+    # Which system the trainer builds: 'ilsgan' (this file), 'perturbgan', 'stylegan2',
+    # 'labels4free' or 'independence_prior' (each set by its own config file).
+    config.system = "ilsgan"
     config.seed = 0  # seed of parameters, latents, perturbations and the input pipeline
 
     # --- Data ---------------------------------------------------------------------------------
     config.data = default_data_config()
-    config.data.name = args.get("dataset", "synthetic")
+    config.data.name = dataset
     config.data.resolution = resolution
     config.data.mirror = True  # x-flips of the real images (the reference's --mirror)
 
@@ -85,11 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.xint_max = 0.125  # max integer shift of fg + mask, fraction of the width (0 = off)
     config.loss.bg_contrast = 0.0  # background contrast jitter strength (PerturbGAN: 0.3)
     config.loss.bin_weight = 2.0  # weight of the mask binarisation loss
-    # Weight of the minimum mask size loss (DESIGN.md). The official ILSLoss weighs that term by
-    # weights[anti_zero_mask]; its constructor defaults to 'mi' (1.0), but training_loop_ILS.py
+    # Weight of the minimum mask size loss (docs/design.md). The official ILSLoss weighs that term
+    # by weights[anti_zero_mask]; its constructor defaults to 'mi' (1.0), but training_loop_ILS.py
     # sets anti_zero_mask = 'msize' for an unconditional G (c_dim 0), i.e. msize_weight = 2.0.
-    # At 1.0 the binarisation (weight 2) outweighs it on small masks: runlocal runs then
-    # collapsed to empty masks within 8 kimg (seed 1, 2026-12-03).
+    # At 1.0 the binarisation (weight 2) outweighs it on small masks and drives them to empty.
     config.loss.msize_weight = 2.0
     config.loss.min_msize = 0.25  # minimum mean mask coverage
     # Background term relu(min_msize - (1 - mean m)) of the size loss: 'auto' = on exactly when
@@ -98,14 +115,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.bg_area_weight = 0.0  # weight of relu(bg_area - (1 - mean m)), Labels4Free; 0 = off
     config.loss.bg_area = 0.75  # minimum mean background coverage of that term
     config.loss.ils = ml_collections.ConfigDict()
-    config.loss.ils.enabled = args.get("ils", "1") not in ("0", "false", "False")  # ILS on/off
-    config.loss.ils.estimator = args.get("estimator", "laplace")  # CLUB conditional
-    if config.loss.ils.estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.loss.ils.estimator}")
-    learned = config.loss.ils.estimator.startswith("neural")
+    config.loss.ils.enabled = ils  # ILS on/off
+    config.loss.ils.estimator = estimator  # CLUB conditional: one of ESTIMATORS
+    estimator_ref = config.loss.ils.get_ref("estimator")
     config.loss.ils.neg_weight = 1.0  # weight of the CLUB negative term
-    config.loss.ils.initial_sigma = 1e-3 if learned else 0.2  # ILS weight up to warmup_kimg
-    config.loss.ils.sigma = 1e-3 if learned else 1.0  # ILS weight after warmup_kimg
+    # ILS weight up to warmup_kimg: 0.2 (1e-3 for the learned estimators)
+    config.loss.ils.initial_sigma = derived(
+        lambda name: 1e-3 if is_learned_estimator(name) else 0.2, estimator_ref, float
+    )
+    # ILS weight after warmup_kimg: 1.0 (1e-3 for the learned estimators)
+    config.loss.ils.sigma = derived(
+        lambda name: 1e-3 if is_learned_estimator(name) else 1.0, estimator_ref, float
+    )
     config.loss.ils.warmup_kimg = 400  # end of the initial (initial_sigma) phase, kimg
     config.loss.ils.strategy = "all_time"  # 'all_time' | 'cool_down' | 'cos' (reference options)
     config.loss.ils.estimator_resolution = 64  # learned estimators work at this resolution
@@ -158,7 +179,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.export.shard_size = 1000  # pairs per TFRecord shard of the tfds export
     config.export.seed = 0  # latent seed of the export
     config.export.png = False  # also write PNG files
-    config.segmenter = default_segmenter_config()  # DESIGN.md U-Net: 6000 it, batch 64, Adam 1e-3
+    config.segmenter = default_segmenter_config()  # the U-Net: 6000 it, batch 64, Adam 1e-3
 
     # --- MINE diagnostic (--mode=mine; ILSGAN's eval_MI_MINE.py settings) -------------------------
     config.mine = ml_collections.ConfigDict()
@@ -172,20 +193,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # correction in (0, 1); None = the plain Donsker-Varadhan bound
 
     if runlocal:
-        # 2-core CPU: 32 px, narrow nets, calibrated on the PyTorch reference (see issue 9).
+        # 2-core CPU: 32 px, narrow nets (sizes checked against the PyTorch reference).
         config.model.z_dim = 64
         config.model.w_dim = 64
         config.model.mapping_layers = 4
         config.model.channel_base = 1024
         config.model.channel_max = 64
         config.ada.mode = "noaug"
-        # Seed 1: its generator starts with 0.40 mask coverage. The binarisation pushes pixels
-        # above 0.5 to 1, so a generator starting above ~0.45 (seed 0: 0.82) goes all-foreground
-        # and separates only at 55-100 kimg; starting below it the masks stay at ~0.3 and turn
-        # object-shaped by ~30 kimg (measured on seeds 0, 1, 2, 5 and 10; README, results).
+        # Seed 1: its generator starts at 0.40 mask coverage. The binarisation pushes pixels
+        # above 0.5 to 1, so a generator starting above ~0.45 goes all-foreground and separates
+        # only at 55-100 kimg; starting below it the masks stay at ~0.3 and turn object-shaped
+        # by ~30 kimg.
         config.seed = 1
-        # A cap: on a 2-core CPU the time budget below ends the GAN stage first (75 kimg on
-        # Ice Lake, 85 on an AMD EPYC), so a faster machine spends its whole budget training.
+        # A cap: on a 2-core CPU the time budget below ends the GAN stage first (at 65-85 kimg),
+        # so a faster machine spends its whole budget training.
         config.train.total_kimg = 120.0
         config.train.log_every_steps = 50
         config.train.sample_every_steps = 500
@@ -195,7 +216,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.synthetic_test_size = 500
         # Background noise at x0.25 (still band-limited texture): at x1 the narrow background
         # generator cannot render the fine noise, D prefers the foreground layer everywhere and
-        # the masks stay all-foreground (measured to 115 kimg, also with the official code).
+        # the masks stay all-foreground (also with the official code).
         config.data.synthetic_background_noise = 0.25
         config.loss.ils.estimator_resolution = 16
         config.train.time_budget_minutes = 21.0  # GAN stage of the 25-min demo (U-Net: ~2 min)
@@ -203,9 +224,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.export.shard_size = 500
         config.segmenter.widths = (16, 32, 64, 64)
         config.segmenter.batch_size = 32
-        # 750 steps (~5 epochs of the 4500 training pairs): on the demo's generators at 65 and
-        # 80 kimg they score 0.459 and 0.797 test IoU, 1500 steps 0.436 and 0.766 (the U-Net
-        # then fits the generator's own masks, val IoU 0.98), in half the time.
+        # 750 steps (~5 epochs of the 4500 training pairs): longer training fits the generator's
+        # own masks more closely and scores no better test IoU, in twice the time.
         config.segmenter.num_steps = 750
         config.segmenter.lr_decay_steps = 500
         config.segmenter.eval_every_steps = 250

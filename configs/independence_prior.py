@@ -27,49 +27,35 @@ Expected runtime and result: the generator costs 1 + K StyleGAN2 generators inst
 at 64 px would be ~3-4 days on 8 V100s; the one-image setting needs far fewer images, the
 default below is 2000 kimg). `runlocal` (32 px, 40 kimg) is sized for ~15-25 min on a 2-core
 CPU. Expected outcome, after Dai et al.: each provider's mask covers one whole object of the
-cluster and little else, and the sample grids show K per-instance masks. Not yet measured here:
-the train step does not switch on `system='independence_prior'` yet, and the defaults marked
-"our choice" below are not from the paper (which gives no values we could check).
+cluster and little else, and the sample grids show K per-instance masks. Not yet measured here;
+the defaults marked "our choice" below are not from the paper (which gives no values we could
+check).
 """
 
 import math
-import os
 
 import ml_collections
 
-from ilsgan_jax.config_files import load_sibling_config
+from configs import ilsgan, variants
+from ilsgan_jax.data.config import DATA_SOURCES
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 ILS_MODES = ("off", "pairwise")
-AREA_MASKS = ("provider", "layout")
+VARIANTS = {
+    # data.name: one picture ('single_image', the default) or any source of configs/ilsgan.py
+    "dataset": variants.Variant(str, "single_image", ("single_image",) + DATA_SOURCES),
+    "res": ilsgan.VARIANTS["res"],  # data.resolution; None: 32 with runlocal, else 64
+    "runlocal": variants.Variant(bool, False),  # 2-core-CPU sizes
+    "k": variants.Variant(int, 2, minimum=1),  # model.num_instances
+    "share": variants.Variant(bool, False),  # model.share_providers
+    "ils": variants.Variant(str, "off", ILS_MODES),  # 'pairwise': loss.ils.enabled
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    ilsgan = load_sibling_config(__file__, "ilsgan.py")
-    args = ilsgan.parse_arg(arg)
-    known = {"dataset", "res", "runlocal", "k", "share", "ils"}
-    unknown = set(args) - known
-    if unknown:
-        raise ValueError(
-            f"configs/independence_prior.py: unknown variant(s) {sorted(unknown)}; "
-            f"use {sorted(known)}"
-        )
-    dataset = args.get("dataset", "single_image")
-    passed = [f"dataset={dataset}"]
-    passed += [f"{key}={args[key]}" for key in ("res", "runlocal") if key in args]
-    config = ilsgan.get_config(",".join(passed + ["ils=0"]))
-    runlocal = args.get("runlocal", "0") not in ("0", "false", "False")
-    ils_mode = args.get("ils", "off")
-    if ils_mode not in ILS_MODES:
-        raise ValueError(
-            f"configs/independence_prior.py: ils must be one of {ILS_MODES}, got {ils_mode!r}"
-        )
-    try:
-        num_instances = int(args.get("k", "2"))
-    except ValueError:
-        raise ValueError(f"configs/independence_prior.py: k must be an integer, got {args['k']!r}")
-    if num_instances < 1:
-        raise ValueError(f"configs/independence_prior.py: k must be >= 1, got {num_instances}")
+    """The config of `--config=configs/independence_prior.py:arg` (variants in the docstring)."""
+    parsed = variants.parse(arg, VARIANTS, __file__)
+    dataset, runlocal = parsed["dataset"], parsed["runlocal"]
+    config = ilsgan.make_config(dataset=dataset, res=parsed["res"], runlocal=runlocal, ils=False)
 
     config.system = "independence_prior"  # the trainer builds InstanceLayeredGenerator + its losses
 
@@ -81,9 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.mirror = True  # random x-flips of the crops / real images, probability 0.5
 
     # --- Networks -----------------------------------------------------------------------------
-    config.model.num_instances = num_instances  # K providers; z is [N, K + 1, z_dim] (0 = bg)
-    config.model.share_providers = args.get("share", "0") not in ("0", "false", "False")  # one
-    # provider with a learned embedding added to z_k (True) or K separate providers (False)
+    config.model.num_instances = parsed["k"]  # K providers; z is [N, K + 1, z_dim] (0 = bg)
+    config.model.share_providers = parsed["share"]  # one provider with a learned embedding
+    # added to z_k (True) or K separate providers (False)
     config.model.layout = ml_collections.ConfigDict()
     config.model.layout.max_rotation = math.pi / 6  # bound of |rotation|, radians (our choice)
     config.model.layout.scale_range = (0.75, 1.25)  # bounds of the content scale (low <= 1 <=
@@ -104,19 +90,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # raise it if all masks collapse to zero and the background draws everything)
     config.loss.xint_max = 0.0  # PerturbGAN shift off: the layout module models instance pose
     config.loss.bg_contrast = 0.0  # background contrast jitter off
-    config.loss.ils.enabled = ils_mode == "pairwise"  # ILS between each instance and the rest
-    config.loss.ils.mode = "pairwise"  # the only multi-instance form (instance_losses.pairwise_ils)
+    # ILS between each instance and the rest of the scene (instance_losses.pairwise_ils)
+    config.loss.ils.enabled = parsed["ils"] == "pairwise"
 
     # --- Training loop ------------------------------------------------------------------------
     config.train.total_kimg = 2000  # training length in thousands of crops (our choice)
-    config.train.sample_layers = (  # layers in the sample grids; fg_rgb / mask show every instance
-        "composite",
-        "bg_rgb",
-        "fg_rgb",
-        "mask",
-        "union_mask",
-    )
-    config.eval.score_masks = dataset != "single_image"  # mask IoU needs ground-truth masks
 
     if runlocal:
         # 2-core CPU: the sizes of configs/ilsgan.py:runlocal, shorter, a smaller layout MLP.

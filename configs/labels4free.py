@@ -18,12 +18,17 @@ rescaling (alpha: interval 4 -> lr 1.6e-4, beta2 0.99^0.8; D: interval 16 -> lr 
 the sample grids (workdir/samples) separates the object from the background.
 """
 
-from ilsgan_jax.config_files import load_sibling_config
+import ml_collections
+
+from configs import stylegan2, variants
+
+VARIANTS = stylegan2.VARIANTS  # dataset, res, runlocal: those of the pretrained stylegan2 run
 
 
-def get_config(arg: str | None = None):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The config of `--config=configs/labels4free.py:arg` (variants as configs/stylegan2.py)."""
     # Same model and data as the pretrained run.
-    config = load_sibling_config(__file__, "stylegan2.py").get_config(arg)
+    config = stylegan2.make_config(**variants.parse(arg, VARIANTS, __file__))
     config.system = "labels4free"  # frozen pretrained StyleGAN2 + trainable alpha network
 
     config.labels4free = {}
@@ -39,27 +44,27 @@ def get_config(arg: str | None = None):
     loss.g_reg_interval = 4  # only rescales the alpha network's Adam (--g_reg_every)
     loss.style_mixing_prob = 0.0  # --mixing
     loss.xint_max = 0.0  # no layer perturbation
-    loss.bg_contrast = 0.0
+    loss.bg_contrast = 0.0  # no background contrast jitter
     loss.bin_weight = 3.0  # lambda on binarisation (--loss_multiplier; LSUN objects: 3, FFHQ: 1.2)
     loss.msize_weight = 3.0  # lambda on relu(min_msize - mean m) (same --loss_multiplier)
     loss.min_msize = 0.25  # minimum foreground coverage (--fg_coverage_value)
     loss.background_min_size = "off"  # the foreground term only (background: bg_area below)
     loss.bg_area_weight = 0.0  # w_bg (--bg_coverage_wt; 0 in the paper's reproduce runs)
     loss.bg_area = 0.75  # b, minimum background coverage (--bg_coverage_value)
-    loss.ils.enabled = False
+    loss.ils.enabled = False  # no ILS term
 
     config.optim.learning_rate = 2e-4  # --lr, before the lazy-reg rescaling
-    config.optim.beta1 = 0.0
-    config.optim.beta2 = 0.99
+    config.optim.beta1 = 0.0  # Adam beta1 (reference: betas (0, 0.99))
+    config.optim.beta2 = 0.99  # Adam beta2, before the lazy-reg rescaling
     config.ema.kimg = -1.0  # 10 * batch / 32: beta = 0.5 ** (32 / 10000) per step (reference)
     config.ema.rampup = None  # the reference has no EMA ramp-up
     config.ada.mode = "noaug"  # the reference trains without --augment
 
     config.train.batch_size = 8  # reference: 2 per GPU x 4 GPUs
     config.train.total_kimg = 9.6  # 1200 iterations at batch 8 (reference FFHQ: --iter 1200)
-    config.train.log_every_steps = 20
+    config.train.log_every_steps = 20  # scalars to TensorBoard / console
     config.train.sample_every_steps = 100  # --model_save_freq
-    config.train.checkpoint_every_steps = 100
+    config.train.checkpoint_every_steps = 100  # asynchronous checkpoints
     config.train.eval_every_steps = 0  # no FID: the generator is frozen
     config.model.mbstd_group_size = 2  # D minibatch-std group (reference: min(4, 2 per GPU))
     return config

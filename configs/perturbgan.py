@@ -1,9 +1,10 @@
 r"""PerturbGAN (Bielski & Favaro, NeurIPS 2019) as a configuration of the layered framework.
 
-The same two-generator layered model and train step as ILSGAN (`config.system = 'ilsgan'`) with
-the random shift of foreground + mask (`xint_max` 0.125) and the mask losses (min coverage 0.25,
-binarisation; both weight 2), without the ILS term. Its segmenter is an encoder E: image -> z
-trained to invert the frozen EMA generator; masks are read from G(E(x)) (`--mode=train_encoder`).
+The same two-generator layered model and train step as ILSGAN (`config.system = 'perturbgan'`,
+which the trainer runs as 'ilsgan') with the random shift of foreground + mask (`xint_max` 0.125)
+and the mask losses (min coverage 0.25, binarisation; both weight 2), without the ILS term. Its
+segmenter is an encoder E: image -> z trained to invert the frozen EMA generator; masks are read
+from G(E(x)) (`--mode=train_encoder`).
 
 Train the GAN, then train and score the encoder (CUB, 64 px):
 
@@ -25,7 +26,8 @@ Variants (comma-separated after the colon):
                 (n_critic 1), and its optimiser: Adam lr 0.001 (0.0015 at 128 px and above, its
                 `--sched` table), betas (0, 0.99), eps 1e-8, no lazy-regularisation rescaling
                 (StyleGAN2 uses lr 0.0025 rescaled by 4/5 and 16/17); G EMA decay 0.999 per step
-                with no ramp-up; no ADA (the original has no augmentation).
+                with no ramp-up; no ADA (the original has no augmentation). The lr follows
+                `--config.data.resolution` and the EMA half-life `--config.train.batch_size`.
   contrast=1    background contrast jitter of strength 0.3 (factor U[0.7, 1.3]), as the
                 official training command (`--bg_contrast_jitter 0.3`).
   runlocal      2-core-CPU sizes (32 px, narrow networks), as configs/ilsgan.py:runlocal.
@@ -45,14 +47,18 @@ clearly better than the all-foreground baseline in `encoder/report.json`.
 """
 
 import math
-import os
 
 import ml_collections
 
-from ilsgan_jax.config_files import load_sibling_config
+from configs import ilsgan, variants
+from configs.derived import derived
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 LOSSES = ("ns_r1", "wgan_gp")
+VARIANTS = {
+    **ilsgan.DATA_VARIANTS,
+    "loss": variants.Variant(str, "ns_r1", LOSSES),  # loss.adversarial and its optimiser
+    "contrast": variants.Variant(bool, False),  # background contrast jitter 0.3
+}
 # adambielski/perturbed-seg train.py: Adam(lr, betas=(0.0, 0.99)); lr 0.001, with `--sched`
 # 0.0015 from 128 px on; the mapping network's lr is x0.01 (our mapping layers carry the same
 # x0.01 as an equalised-lr multiplier, which Adam's scale invariance makes equivalent).
@@ -69,24 +75,20 @@ def ema_kimg_for_decay(decay: float, batch_size: int) -> float:
     return batch_size * math.log(0.5) / math.log(decay) / 1000.0
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    ilsgan = load_sibling_config(__file__, "ilsgan.py")
-    args = ilsgan.parse_arg(arg)
-    known = {"dataset", "res", "runlocal", "loss", "contrast"}
-    unknown = set(args) - known
-    if unknown:
-        raise ValueError(
-            f"configs/perturbgan.py: unknown variant(s) {sorted(unknown)}; use {sorted(known)}"
-        )
-    passed = ",".join(f"{key}={args[key]}" for key in ("dataset", "res", "runlocal") if key in args)
-    config = ilsgan.get_config(f"{passed},ils=0" if passed else "ils=0")
-    loss_type = args.get("loss", "ns_r1")
-    if loss_type not in LOSSES:
-        raise ValueError(f"configs/perturbgan.py: loss must be one of {LOSSES}, got {loss_type!r}")
-    contrast = args.get("contrast", "0") not in ("0", "false", "False")
-    runlocal = args.get("runlocal", "0") not in ("0", "false", "False")
+def wgan_learning_rate(resolution: int) -> float:
+    """The original's Adam lr at `resolution` (its `--sched` table)."""
+    return WGAN_LEARNING_RATE_128 if resolution >= 128 else WGAN_LEARNING_RATE
 
-    config.system = "ilsgan"  # the layered system's networks and train step (no copy of it)
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The config of `--config=configs/perturbgan.py:arg` (variants in the module docstring)."""
+    parsed = variants.parse(arg, VARIANTS, __file__)
+    loss_type, contrast, runlocal = parsed["loss"], parsed["contrast"], parsed["runlocal"]
+    config = ilsgan.make_config(
+        dataset=parsed["dataset"], res=parsed["res"], runlocal=runlocal, ils=False
+    )
+
+    config.system = "perturbgan"  # the layered system of configs/ilsgan.py, without ILS
 
     # --- Objective: the perturbation and the mask losses, no ILS -----------------------------
     config.loss.ils.enabled = False  # PerturbGAN has no independence term
@@ -100,24 +102,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # gan_losses.WGAN_DRIFT_WEIGHT, as `--real_penalty`); one D step per G step (n_critic 1)
 
     if loss_type == "wgan_gp":
-        resolution = config.data.resolution
-        batch = config.train.batch_size
-        config.optim.learning_rate = (
-            WGAN_LEARNING_RATE_128 if resolution >= 128 else WGAN_LEARNING_RATE
-        )  # Adam lr of G and D (D's multiplier --lr_disc_mult is 1)
+        # Adam lr of G and D at data.resolution (D's multiplier --lr_disc_mult is 1)
+        config.optim.learning_rate = derived(
+            wgan_learning_rate, config.data.get_ref("resolution"), float
+        )
         config.optim.beta1, config.optim.beta2 = WGAN_BETAS  # Adam betas of the original
         config.optim.eps = 1e-8  # Adam epsilon (PyTorch default)
         config.loss.g_reg_interval = None  # no lazy-regularisation rescaling of G's Adam
-        config.ema.kimg = ema_kimg_for_decay(WGAN_EMA_DECAY, batch)  # per-step decay 0.999 at
-        # this batch (22.2 kimg at batch 32); recompute if you override config.train.batch_size
+        # EMA half-life, kimg: per-step decay 0.999 at train.batch_size (22.2 kimg at batch 32)
+        config.ema.kimg = derived(
+            lambda batch: ema_kimg_for_decay(WGAN_EMA_DECAY, batch),
+            config.train.get_ref("batch_size"),
+            float,
+        )
         config.ema.rampup = None  # the original EMA has no ramp-up
         config.ada.mode = "noaug"  # no augmentation in the original (and ADA's p controller
         # reads sign(D(real)), which means nothing for an unbounded WGAN critic)
 
     # --- Encoder segmenter (the original paper's route; the official code has no encoder) ------
     config.encoder = ml_collections.ConfigDict()
-    config.encoder.channel_base = config.model.channel_base  # width rule min(base/res, max) of
-    config.encoder.channel_max = config.model.channel_max  # the residual encoder (D-sized)
+    # Width rule min(base / res, max) of the residual encoder: model.channel_base and
+    # model.channel_max (D-sized) unless overridden.
+    config.encoder.channel_base = config.model.get_ref("channel_base").identity()
+    config.encoder.channel_max = config.model.get_ref("channel_max").identity()
     config.encoder.num_steps = 30_000  # Adam steps on generated samples
     config.encoder.batch_size = 32  # generated samples per step
     config.encoder.learning_rate = 1e-4  # Adam lr of E

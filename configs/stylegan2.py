@@ -10,16 +10,28 @@ StyleGAN2-ADA at the same kimg; `runlocal` (synthetic, 32 px, ~80 kimg on a 2-co
 recognisable textured objects on textured backgrounds.
 """
 
-from ilsgan_jax.config_files import load_sibling_config
+import ml_collections
+
+from configs import ilsgan, variants
+
+VARIANTS = ilsgan.DATA_VARIANTS  # dataset, res, runlocal
 
 
-def get_config(arg: str | None = None):
-    config = load_sibling_config(__file__, "ilsgan.py").get_config(arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The config of `--config=configs/stylegan2.py:arg` (variants as configs/ilsgan.py)."""
+    return make_config(**variants.parse(arg, VARIANTS, __file__))
+
+
+def make_config(
+    *, dataset: str = "synthetic", res: int | None = None, runlocal: bool = False
+) -> ml_collections.ConfigDict:
+    """The config of parsed variants (configs/labels4free.py builds on it)."""
+    config = ilsgan.make_config(dataset=dataset, res=res, runlocal=runlocal)
     config.system = "stylegan2"  # plain generator through the shared train step
     config.loss.ils.enabled = False  # no layers, no ILS
     config.loss.xint_max = 0.0  # no layer perturbation
-    config.loss.bg_contrast = 0.0
+    config.loss.bg_contrast = 0.0  # no background contrast jitter
     config.loss.bin_weight = 0.0  # no mask regularisers
-    config.loss.msize_weight = 0.0
+    config.loss.msize_weight = 0.0  # no minimum mask size loss
     config.loss.style_mixing_prob = 0.9  # StyleGAN2-ADA default
     return config
