@@ -5,11 +5,12 @@ tests (`tiny_loop_config`) and the CLI subprocesses (`tiny_cli_flags`) build the
 programs and share the persistent compilation cache. Plain Python: no JAX work at import.
 """
 
-import importlib.util
 import os
 import signal
 
 import ml_collections
+
+from configs import ilsgan as ilsgan_config
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 CONFIG_PATH = os.path.join(REPO_ROOT, "configs", "ilsgan.py")
@@ -41,14 +42,6 @@ TINY_OVERRIDES = {
 }
 
 
-def load_config_module():
-    """Imports configs/ilsgan.py from its path (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("ilsgan_config_for_loop_tests", CONFIG_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def kimg_for_steps(num_steps: int) -> float:
     return num_steps * BATCH / 1000.0
 
@@ -67,7 +60,7 @@ def schedule_overrides(
 def tiny_loop_config(data_dir: str, **schedule) -> ml_collections.ConfigDict:
     """`configs/ilsgan.py:runlocal,res=16` with TINY_OVERRIDES, `data_dir` and the schedule of
     `schedule_overrides(**schedule)` (num_steps, log_every, sample_every, checkpoint_every)."""
-    config = load_config_module().get_config(CONFIG_VARIANT)
+    config = ilsgan_config.get_config(CONFIG_VARIANT)
     overrides = {**TINY_OVERRIDES, **schedule_overrides(**schedule), "data.data_dir": data_dir}
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")

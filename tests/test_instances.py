@@ -1,14 +1,13 @@
 """K-instance layered generator, back-to-front composition and the per-instance losses."""
 
 import functools
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import independence_prior
 from ilsgan_jax.models.instances import (
     InstanceLayeredGenerator,
     instance_generator_from_config,
@@ -272,16 +271,8 @@ def test_pairwise_ils_is_ilsgan_ils_per_instance():
 # ------------------------------------------------------------------------------ config
 
 
-def load_config_module():
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", "independence_prior.py")
-    spec = importlib.util.spec_from_file_location("independence_prior_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_config_builds_the_generator_it_describes():
-    config = load_config_module().get_config("runlocal,k=3,share=1,ils=pairwise")
+    config = independence_prior.get_config("runlocal,k=3,share=1,ils=pairwise")
     assert config.system == "independence_prior" and config.data.name == "single_image"
     assert config.loss.ils.enabled and config.loss.xint_max == 0.0
     generator = instance_generator_from_config(config)
@@ -306,4 +297,4 @@ def test_config_builds_the_generator_it_describes():
 @pytest.mark.parametrize("variant", ["k=0", "ils=yes", "colour=1"])
 def test_config_rejects_bad_variants(variant):
     with pytest.raises(ValueError, match="independence_prior"):
-        load_config_module().get_config(variant)
+        independence_prior.get_config(variant)

@@ -1,31 +1,26 @@
 """The PerturbGAN inversion encoder: shapes, losses against a direct computation, learning to invert
 a tiny frozen generator, masks from G(E(x)), and the train_encoder workflow's report."""
 
-import importlib.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import perturbgan
 from ilsgan_jax.evaluate import seg_metrics
-from ilsgan_jax.stages import inversion
 from ilsgan_jax.models.encoder import Encoder, build_encoder
+from ilsgan_jax.stages import inversion
 from ilsgan_jax.train import builders
 from ilsgan_jax.train.state import create_train_state
 
-CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "perturbgan.py")
 RESOLUTION = 16
 
 
 def tiny_config():
     """runlocal at 16 px with the tiny generator of tests/test_networks.py and z_dim 8."""
-    spec = importlib.util.spec_from_file_location("perturbgan_config_for_inversion", CONFIG_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(f"runlocal,res={RESOLUTION}")
+    config = perturbgan.get_config(f"runlocal,res={RESOLUTION}")
     config.model.channel_base = 128
     config.model.channel_max = 16
     config.model.z_dim = 8

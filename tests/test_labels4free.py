@@ -15,7 +15,6 @@
   workdir/samples has a (grey) mask row.
 """
 
-import importlib.util
 import os
 
 import jax
@@ -25,6 +24,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from configs import labels4free as labels4free_config
+from configs import stylegan2 as stylegan2_config
 from ilsgan_jax import labels4free
 from ilsgan_jax.models.alpha_network import (
     AlphaNetwork,
@@ -37,18 +38,9 @@ from ilsgan_jax.train.state import create_train_state
 
 pytestmark = pytest.mark.timeout(900)
 
-CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 RES = 16
 Z_DIM = 16
 TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
-
-
-def load_config(name: str, arg: str):
-    path = os.path.join(CONFIGS, f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"{name}_config_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def shrink(config, data_dir: str, num_steps: int):
@@ -260,7 +252,7 @@ def test_gradients_reach_the_alpha_network_only(tiny_generator):
 
 
 def test_loader_errors_and_hard_masks(tmp_path):
-    config = load_config("labels4free", "runlocal,res=16")
+    config = labels4free_config.get_config("runlocal,res=16")
     with pytest.raises(ValueError, match="pretrained_workdir"):
         labels4free.load_pretrained_generator(config)
     config.labels4free.pretrained_workdir = str(tmp_path / "missing")
@@ -280,9 +272,9 @@ def two_stage_run(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir_a = str(tmp_path_factory.mktemp("stylegan2"))
     workdir_b = str(tmp_path_factory.mktemp("labels4free"))
-    config_a = shrink(load_config("stylegan2", "runlocal,res=16"), data_dir, num_steps=2)
+    config_a = shrink(stylegan2_config.get_config("runlocal,res=16"), data_dir, num_steps=2)
     result_a = loop.train_and_evaluate(config_a, workdir_a)
-    config_b = shrink(load_config("labels4free", "runlocal,res=16"), data_dir, num_steps=3)
+    config_b = shrink(labels4free_config.get_config("runlocal,res=16"), data_dir, num_steps=3)
     config_b.labels4free.pretrained_workdir = workdir_a
     config_b.labels4free.truncation_psi = 0.7
     config_b.loss.bg_area_weight = 0.5

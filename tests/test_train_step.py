@@ -11,6 +11,7 @@ import optax
 import pytest
 import train_fixtures as fx
 
+from configs import ilsgan as ilsgan_config
 from ilsgan_jax.train import builders
 from ilsgan_jax.train.step import mask_metrics, sanitize_gradients
 
@@ -426,7 +427,7 @@ def test_ilsgan_mask_regularisers_do_not_push_a_small_mask_to_empty():
     from ilsgan_jax.objectives import mask_losses
 
     for variant in ("dataset=cub", "dataset=synthetic,runlocal"):
-        loss_cfg = fx.load_config_module().get_config(variant).loss
+        loss_cfg = ilsgan_config.get_config(variant).loss
         assert loss_cfg.bin_weight == 2.0 and loss_cfg.msize_weight == 2.0, variant
 
         def regularisers(mask, loss_cfg=loss_cfg):

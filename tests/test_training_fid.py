@@ -1,21 +1,15 @@
 """FID during training: the evaluator degrades gracefully without weights; real images are the
 whole training split with padding removed."""
 
-import importlib.util
-import os
-
 import numpy as np
 
+from configs import ilsgan as ilsgan_config
 from ilsgan_jax.data import input_pipeline
 from ilsgan_jax.evaluate import training_fid
 
 
 def _tiny_config(data_dir):
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "ilsgan.py")
-    spec = importlib.util.spec_from_file_location("ilsgan_config_for_fid_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal,res=16")
+    config = ilsgan_config.get_config("runlocal,res=16")
     config.data.data_dir = str(data_dir)
     config.data.synthetic_train_size = 70
     config.data.synthetic_test_size = 10

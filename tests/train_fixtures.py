@@ -5,8 +5,6 @@ The train step donates its state argument, so tests keep the state on the host (
 and hand the step a fresh device copy each time (`run_step`).
 """
 
-import importlib.util
-import os
 from typing import Any
 
 import jax
@@ -14,23 +12,15 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from configs import ilsgan as ilsgan_config
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.train import builders
 from ilsgan_jax.train.state import TrainState, create_train_state
 from ilsgan_jax.train.step import jit_train_step, make_train_step
 
-CONFIG_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "ilsgan.py")
 RESOLUTION = 16
 BATCH = 16
 MBSTD_GROUP = 2  # divides the per-device batch on 1 device (16) and on 8 devices (2)
-
-
-def load_config_module():
-    """Imports configs/ilsgan.py from its file path (configs/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("ilsgan_config_under_test", CONFIG_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_config(
@@ -45,7 +35,7 @@ def tiny_config(
 
     Widths: synthesis 8 channels at 16 px (channel_base 128 / 16), 16 at 4 and 8 px; D likewise.
     """
-    config = load_config_module().get_config(f"runlocal,res={RESOLUTION},estimator={estimator}")
+    config = ilsgan_config.get_config(f"runlocal,res={RESOLUTION},estimator={estimator}")
     config.model.channel_base = 128
     config.model.channel_max = 16
     config.model.z_dim = 16
