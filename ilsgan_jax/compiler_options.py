@@ -71,17 +71,14 @@ def for_platform(config, platform: str) -> dict[str, str]:
     """The `jax.jit(compiler_options=...)` of the heavy programs for devices of `platform`.
 
     Args:
-      config: the experiment config (reads `config.compiler.xla_cpu_ynn_fusion_types`; a config
-        without a `compiler` section gets the jaxlib defaults).
+      config: the experiment config (reads `config.compiler.xla_cpu_ynn_fusion_types`, which every
+        config file defines).
       platform: 'cpu', 'gpu', 'tpu', ... (`jax.Device.platform`).
 
     Returns:
       {} off the CPU, for 'default', or when the jaxlib does not know the option.
     """
-    compiler = config.get("compiler") if hasattr(config, "get") else None
-    names = parse_ynn_fusion_types(
-        compiler.get("xla_cpu_ynn_fusion_types", JAXLIB_DEFAULT) if compiler else JAXLIB_DEFAULT
-    )
+    names = parse_ynn_fusion_types(config.compiler.xla_cpu_ynn_fusion_types)
     if platform != "cpu" or names is None:
         return {}
     joined = ",".join(names)

@@ -24,7 +24,6 @@ with the jaxlib's default XLA options against the config's `compiler` options, r
 this process (`ilsgan_jax/compiler_options.py`; the speed-up is a ratio, robust to drift).
 """
 
-import importlib.util
 import json
 import os
 import resource
@@ -37,12 +36,12 @@ import numpy as np
 from absl import app, flags, logging
 from jax.sharding import NamedSharding, PartitionSpec
 
+from configs import ilsgan as ilsgan_config
 from ilsgan_jax import compiler_options, parallel
 from ilsgan_jax.train import builders
 from ilsgan_jax.train import state as state_lib
 from ilsgan_jax.train import step as step_lib
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTHS = ("paper", "runlocal")
 
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["32", "64", "128"], "Image sides to measure.")
@@ -65,21 +64,12 @@ _COMPARE = flags.DEFINE_bool(
 _ROUNDS = flags.DEFINE_integer("rounds", 8, "Interleaved rounds of --compare_compiler_options.")
 
 
-def load_config_module():
-    """Imports `configs/ilsgan.py` of this checkout."""
-    path = os.path.join(_REPO, "configs", "ilsgan.py")
-    spec = importlib.util.spec_from_file_location("ilsgan_benchmark_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_config(widths: str, resolution: int, batch_size: int):
     """The ILSGAN config at `widths` ('paper' | 'runlocal') and `resolution`."""
     if widths not in WIDTHS:
         raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
     variant = f"res={resolution}" + (",runlocal" if widths == "runlocal" else "")
-    config = load_config_module().get_config(variant)
+    config = ilsgan_config.get_config(variant)
     config.train.batch_size = batch_size
     return config
 

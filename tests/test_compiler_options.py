@@ -40,7 +40,8 @@ def test_options_only_on_the_cpu_and_only_when_asked():
     assert compiler_options.for_platform(config, "tpu") == {}
     assert compiler_options.for_platform(config, "gpu") == {}
     assert compiler_options.for_platform(_config("default"), "cpu") == {}
-    assert compiler_options.for_platform(ml_collections.ConfigDict(), "cpu") == {}
+    with pytest.raises(AttributeError, match="compiler"):  # missing: an error, not the default
+        compiler_options.for_platform(ml_collections.ConfigDict(), "cpu")
     # The project's configs ask for it.
     assert compiler_options.for_devices(fx.tiny_config(), jax.devices()[:1]) == {
         compiler_options.YNN_FUSION_TYPES_OPTION: compiler_options.DOTS_AND_REDUCTIONS
