@@ -6,7 +6,8 @@ by a string). Either way `--config.<source>=...` updates the derived field, and 
 derived field itself replaces the computation by the given value.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ml_collections import config_dict
 

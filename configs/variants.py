@@ -85,9 +85,7 @@ def parse(arg: str | None, schema: dict[str, Variant], config_file: str) -> dict
         key, equals, text = item.partition("=")
         key = key.strip()
         if key not in schema:
-            raise ValueError(
-                f"{where}: unknown variant {key!r}; the variants are {sorted(schema)}"
-            )
+            raise ValueError(f"{where}: unknown variant {key!r}; the variants are {sorted(schema)}")
         if key in given:
             raise ValueError(f"{where}: variant {key!r} given twice in {arg!r}")
         given.add(key)
