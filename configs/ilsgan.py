@@ -91,6 +91,9 @@ def make_config(
     config.model.mbstd_group_size = 4  # D minibatch-std group (must divide the per-device batch)
     config.model.mbstd_num_channels = 1  # D minibatch-std features
     config.model.mask_logit_offset = 0.0  # m = sigmoid(logit + offset); 0 = the reference
+    # Mean mask coverage of the initial generator, set by the mask logit's output bias (a float in
+    # (0, 1)); None = the reference initialisation, whose coverage depends on the seed.
+    config.model.initial_mask_coverage = config_dict.placeholder(float)
 
     # --- Objective ----------------------------------------------------------------------------
     config.loss = ml_collections.ConfigDict()

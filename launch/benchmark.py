@@ -24,6 +24,7 @@ with the jaxlib's default XLA options against the config's `compiler` options, r
 this process (`ilsgan_jax/compiler_options.py`; the speed-up is a ratio, robust to drift).
 """
 
+import functools
 import json
 import os
 import resource
@@ -38,7 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import ilsgan as ilsgan_config
 from ilsgan_jax import compiler_options, parallel
-from ilsgan_jax.train import builders
+from ilsgan_jax.train import phases
 from ilsgan_jax.train import state as state_lib
 from ilsgan_jax.train import step as step_lib
 
@@ -101,30 +102,29 @@ def step_flops(compiled) -> float:
 
 
 def setup_train_step(widths: str, resolution: int, batch_size: int):
-    """(config, mesh, networks, optimizers, init, real): `init(key)` makes a replicated train
-    state; `real` is a fixed batch of uniform images in [-1, 1] sharded on 'data'."""
+    """(config, mesh, trainer, init, real): `init(key)` makes a replicated train state; `real`
+    is a fixed batch of uniform images in [-1, 1] sharded on 'data'."""
     config = make_config(widths, resolution, batch_size)
     mesh = parallel.create_mesh()
-    networks = builders.build_networks(config)
-    optimizers = builders.build_optimizers(config)
+    trainer = step_lib.make_trainer(config)
     init = jax.jit(
-        lambda key: state_lib.create_train_state(config, networks, optimizers, key),
+        lambda key: state_lib.create_train_state(
+            config, trainer.networks, trainer.optimizers, key
+        ),
         out_shardings=NamedSharding(mesh, PartitionSpec()),
     )
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (batch_size, resolution, resolution, 3)).astype(np.float32)
     real = jax.device_put(real, NamedSharding(mesh, PartitionSpec("data")))
-    return config, mesh, networks, optimizers, init, real
+    return config, mesh, trainer, init, real
 
 
 def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: int) -> dict:
     """Compiles and times the train step; returns one row of results."""
-    config, mesh, networks, optimizers, init, real = setup_train_step(
-        widths, resolution, batch_size
-    )
+    config, mesh, trainer, init, real = setup_train_step(widths, resolution, batch_size)
     state = init(jax.random.key(config.seed))
     # The loop's step: the main phases and the R1 phase compiled separately, R1 every 16 steps.
-    phased = step_lib.jit_phased_train_step(config, networks, optimizers, mesh)
+    phased = step_lib.jit_phased_train_step(trainer, mesh)
     r1_interval = config.loss.r1_interval
 
     start = time.perf_counter()
@@ -168,10 +168,8 @@ def compare_compiler_options(
     Both executables come from one lowering and run in turns (`rounds` x `steps_per_round`
     steps each), so machine drift hits both alike; the speed-up is the median of the per-round
     time ratios (default / configured)."""
-    config, mesh, networks, optimizers, init, real = setup_train_step(
-        widths, resolution, batch_size
-    )
-    main_phase = step_lib.make_train_phases(config, networks, optimizers).main
+    config, mesh, trainer, init, real = setup_train_step(widths, resolution, batch_size)
+    main_phase = functools.partial(phases.main_phase, trainer)
     lowered = step_lib.jit_train_step(main_phase, mesh).lower(init(jax.random.key(0)), real)
     configured = compiler_options.for_devices(config, mesh.devices.flat)
     executables = {

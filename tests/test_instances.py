@@ -14,8 +14,8 @@ from ilsgan_jax.models.instances import (
 )
 from ilsgan_jax.models.layered import LayeredGenerator
 from ilsgan_jax.objectives import ils, instance_losses, mask_losses
-from ilsgan_jax.objectives.composite import composite
-from ilsgan_jax.objectives.layers_k import composite_back_to_front, composite_without, union_mask
+from ilsgan_jax.nn.composite import composite
+from ilsgan_jax.nn.layers_k import composite_back_to_front, composite_without, union_mask
 
 RES = 16
 TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=8, conv_clamp=256.0)

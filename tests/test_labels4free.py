@@ -26,7 +26,7 @@ from PIL import Image
 
 from configs import labels4free as labels4free_config
 from configs import stylegan2 as stylegan2_config
-from ilsgan_jax import labels4free
+from ilsgan_jax.systems import labels4free
 from ilsgan_jax.models.alpha_network import (
     AlphaNetwork,
     Labels4FreeGenerator,
@@ -34,6 +34,7 @@ from ilsgan_jax.models.alpha_network import (
     upsample_bicubic_2x,
 )
 from ilsgan_jax.train import builders, loop
+from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.state import create_train_state
 
 pytestmark = pytest.mark.timeout(900)
@@ -254,10 +255,10 @@ def test_gradients_reach_the_alpha_network_only(tiny_generator):
 def test_loader_errors_and_hard_masks(tmp_path):
     config = labels4free_config.get_config("runlocal,res=16")
     with pytest.raises(ValueError, match="pretrained_workdir"):
-        labels4free.load_pretrained_generator(config)
+        labels4free.load_pretrained_generator(config, restore_train_state)
     config.labels4free.pretrained_workdir = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="pretrained_workdir"):
-        labels4free.load_pretrained_generator(config)
+        labels4free.load_pretrained_generator(config, restore_train_state)
     soft = jnp.asarray([0.0, 0.5, 0.9, 0.95, 1.0]).reshape(1, 5, 1, 1)
     np.testing.assert_array_equal(
         np.asarray(labels4free.hard_masks(soft, config)).ravel(), [False, False, False, True, True]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ilsgan_jax.objectives import composite as composite_lib
+from ilsgan_jax.nn import composite as composite_lib
 from ilsgan_jax.objectives import perturbation
 
 

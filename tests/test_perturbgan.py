@@ -15,7 +15,8 @@ from ilsgan_jax.objectives import gan_losses
 from ilsgan_jax.objectives.schedules import ema_beta
 from ilsgan_jax.train import builders
 from ilsgan_jax.train.state import create_train_state
-from ilsgan_jax.train.step import jit_train_step, make_train_step
+from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
+
 
 def tiny(config):
     """The tiny network sizes of tests/test_networks.py."""
@@ -111,19 +112,16 @@ def test_built_optimisers_step_sizes(loss, g_lr, d_lr):
 @pytest.mark.slow  # compiles a WGAN-GP train step (~2-3 min on 2 cores)
 def test_wgan_gp_train_step_compiles_and_is_finite():
     config = tiny(get_config("loss=wgan_gp,contrast=1,runlocal,res=16"))
-    networks = builders.build_networks(config)
-    optimizers = builders.build_optimizers(config)
-    state = jax.jit(lambda key: create_train_state(config, networks, optimizers, key))(
-        jax.random.key(0)
-    )
-    step = jit_train_step(
-        make_train_step(config, networks, optimizers), Mesh(np.array(jax.devices()[:1]), ("data",))
-    )
+    trainer = make_trainer(config)
+    state = jax.jit(
+        lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
+    )(jax.random.key(0))
+    step = PhasedTrainStep(trainer, Mesh(np.array(jax.devices()[:1]), ("data",)))
     rendered = render_synthetic_objects(np.random.default_rng(0), 8, 16)["image"]
     reals = rendered.astype(np.float32) / 127.5 - 1.0
     d_before = jax.device_get(state.d_params)
-    for _ in range(2):
-        state, metrics = step(state, reals)
+    for index in range(2):
+        state, metrics = step(state, reals, index)
     metrics = {name: float(value) for name, value in jax.device_get(metrics).items()}
     assert all(math.isfinite(value) for value in metrics.values()), metrics
     assert "d/r1_penalty" not in metrics  # WGAN-GP has no R1 phase

@@ -11,9 +11,8 @@ import pytest
 from loop_helpers import RESOLUTION
 from stage_helpers import stage_config, train_tiny_gan
 
-from ilsgan_jax.evaluate import training_fid
 from ilsgan_jax.stages import diagnostics, modes
-from ilsgan_jax.train import loop
+from ilsgan_jax.train import loop, training_fid
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -62,8 +62,8 @@ def reference_run(config, tmp_path_factory):
     real_jit_phased_train_step = loop.jit_phased_train_step
     real_make_global_batch = parallel.make_global_batch
 
-    def probing_jit_phased_train_step(config, networks, optimizers, mesh):
-        compiled = real_jit_phased_train_step(config, networks, optimizers, mesh)
+    def probing_jit_phased_train_step(trainer, mesh):
+        compiled = real_jit_phased_train_step(trainer, mesh)
         upload = jax.jit(lambda images: images)
 
         def run(state, images, step):

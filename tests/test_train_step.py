@@ -1,4 +1,4 @@
-"""Tests of the ILSGAN train step (ilsgan_jax/train/step.py) at 16 px with tiny networks.
+"""Tests of the ILSGAN train step (ilsgan_jax/train/phases.py, step.py) at 16 px with tiny networks.
 
 Compiled steps are shared through module-scoped fixtures (one per config and mesh); the state is
 kept on the host between calls because the step donates it (see tests/train_fixtures.py).
@@ -13,7 +13,8 @@ import train_fixtures as fx
 
 from configs import ilsgan as ilsgan_config
 from ilsgan_jax.train import builders
-from ilsgan_jax.train.step import mask_metrics, sanitize_gradients
+from ilsgan_jax.systems.layered_terms import mask_metrics
+from ilsgan_jax.train.phases import sanitize_gradients
 
 BATCH = fx.BATCH
 ADA_STEP_SIZE = BATCH * 4 / (500 * 1000)  # batch * interval / (speed_kimg * 1000)
@@ -396,27 +397,6 @@ def test_validate_config_names_the_bad_field(compile_events, field, change, devi
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         builders.validate_config(config, devices)
     assert compile_events == []
-
-
-def test_phased_step_equals_the_single_function_step(r1_step, mesh1, reals):
-    """The loop's two compiled phases (main, then R1 when step % 16 == 0) give the same state
-    and metrics as the one-function `lax.cond` step, on an R1 step and on the next one."""
-    from ilsgan_jax.train.step import jit_phased_train_step
-
-    phased = jit_phased_train_step(
-        r1_step.config, r1_step.networks, r1_step.optimizers, mesh1
-    )
-    state_cond, state_phased = r1_step.initial_state, r1_step.initial_state
-    for step in range(2):
-        state_cond, metrics_cond = r1_step.run(mesh1, state_cond, reals)
-        state_phased, metrics_phased = phased(*fx.on_mesh(mesh1, state_phased, reals), step)
-        state_phased = fx.to_host(state_phased)
-        assert_trees_close(state_phased, state_cond, rtol=1e-5, atol=1e-6, what=f"state {step}")
-        for name, value in metrics_cond.items():
-            np.testing.assert_allclose(
-                np.asarray(metrics_phased[name]), np.asarray(value), rtol=1e-5, atol=1e-6,
-                err_msg=name,
-            )
 
 
 def test_ilsgan_mask_regularisers_do_not_push_a_small_mask_to_empty():

@@ -5,7 +5,7 @@ import numpy as np
 
 from configs import ilsgan as ilsgan_config
 from ilsgan_jax.data import input_pipeline
-from ilsgan_jax.evaluate import training_fid
+from ilsgan_jax.train import training_fid
 
 
 def _tiny_config(data_dir):

@@ -14,9 +14,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from configs import ilsgan as ilsgan_config
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
-from ilsgan_jax.train import builders
 from ilsgan_jax.train.state import TrainState, create_train_state
-from ilsgan_jax.train.step import jit_train_step, make_train_step
+from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
 
 RESOLUTION = 16
 BATCH = 16
@@ -60,25 +59,26 @@ def all_devices_mesh() -> Mesh:
 
 
 class StepUnderTest:
-    """One config's networks, optimisers, host initial state and jitted steps per mesh."""
+    """One config's trainer, host initial state and compiled phased steps per mesh."""
 
     def __init__(self, config: ml_collections.ConfigDict, seed: int = 0):
         self.config = config
-        self.networks = builders.build_networks(config)
-        self.optimizers = builders.build_optimizers(config)
-        self.train_step = make_train_step(config, self.networks, self.optimizers)
+        self.trainer = make_trainer(config)
+        self.networks, self.optimizers = self.trainer.networks, self.trainer.optimizers
         init = jax.jit(lambda key: create_train_state(config, self.networks, self.optimizers, key))
         self.initial_state: TrainState = to_host(init(jax.random.key(seed)))
         self._compiled: dict[int, Any] = {}
 
-    def jitted(self, mesh: Mesh):
+    def jitted(self, mesh: Mesh) -> PhasedTrainStep:
         if id(mesh) not in self._compiled:
-            self._compiled[id(mesh)] = (mesh, jit_train_step(self.train_step, mesh))
+            self._compiled[id(mesh)] = (mesh, PhasedTrainStep(self.trainer, mesh))
         return self._compiled[id(mesh)][1]
 
     def run(self, mesh: Mesh, state: TrainState, images: np.ndarray):
-        """One step from a host state; returns (new host state, host metrics as floats)."""
-        new_state, metrics = self.jitted(mesh)(*on_mesh(mesh, state, images))
+        """One iteration (R1 included when `state.step % r1_interval == 0`) from a host state;
+        returns (new host state, host metrics as floats)."""
+        step = int(state.step)
+        new_state, metrics = self.jitted(mesh)(*on_mesh(mesh, state, images), step)
         return to_host(new_state), {name: float(value) for name, value in metrics.items()}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ilsgan_jax.models.layered import StyleGenerator
 from ilsgan_jax.models.synthesis import SynthesisLayer, block_resolutions, check_resolution
-from ilsgan_jax.objectives.composite import composite
+from ilsgan_jax.nn.composite import composite
 
 FROZEN_COLLECTION = "frozen"  # where the pretrained generator's variables live
 PROJECTED_CHANNELS = 3  # channels of each feature map's 1x1 projection (reference: 3)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from ilsgan_jax.models import layout
 from ilsgan_jax.models.layered import StyleGenerator
-from ilsgan_jax.objectives.layers_k import composite_back_to_front, union_mask
+from ilsgan_jax.nn.layers_k import composite_back_to_front, union_mask
 
 INSTANCE_LAYER_NAMES = ("bg_rgb", "fg_rgb", "mask", "union_mask", "composite")
 

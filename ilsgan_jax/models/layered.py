@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from ilsgan_jax.models.mapping import MappingNetwork
 from ilsgan_jax.models.synthesis import SynthesisNetwork, num_ws
-from ilsgan_jax.objectives.composite import composite
+from ilsgan_jax.nn.composite import composite
 
 LAYER_NAMES = ("fg_rgb", "mask", "bg_rgb", "composite")
 

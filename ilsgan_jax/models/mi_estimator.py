@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ilsgan_jax.objectives.resampling import nearest_resize
+from ilsgan_jax.nn.resampling import nearest_resize
 
 REFERENCE_WIDTHS = (64, 128, 256, 256, 256)
 # PyTorch's default Conv2d weight init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).

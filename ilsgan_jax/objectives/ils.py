@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ilsgan_jax.objectives.resampling import nearest_resize
+from ilsgan_jax.nn.resampling import nearest_resize
 
 FIXED_ESTIMATORS = ("laplace", "gaussian")
 NEURAL_ESTIMATORS = ("neural_laplace", "neural_gaussian")

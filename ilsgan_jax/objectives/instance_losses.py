@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ilsgan_jax.objectives import ils, mask_losses
-from ilsgan_jax.objectives.layers_k import composite_without
+from ilsgan_jax.nn.layers_k import composite_without
 
 
 def _check_masks(masks: jnp.ndarray) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from ilsgan_jax.objectives.composite import composite
+from ilsgan_jax.nn.composite import composite
 
 
 def perturbation_dim(*, xint_max: float, bg_contrast: float) -> int:

@@ -10,10 +10,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ilsgan_jax.evaluate import inception, training_fid
+from ilsgan_jax.evaluate import inception
 from ilsgan_jax.evaluate import mine as mine_lib
 from ilsgan_jax.stages import atomic
 from ilsgan_jax.stages.export import layers_generate_fn
+from ilsgan_jax.train import training_fid
 from ilsgan_jax.train.restore import restore_train_state
 
 MINE_PAIRS = {

@@ -6,19 +6,12 @@ import flax.linen as nn
 import ml_collections
 import optax
 
-from ilsgan_jax.models.alpha_network import Labels4FreeGenerator
 from ilsgan_jax.models.discriminator import Discriminator
-from ilsgan_jax.models.instances import instance_generator_from_config
-from ilsgan_jax.models.layered import LayeredGenerator, PlainGenerator
-from ilsgan_jax.models.mi_estimator import RegionMIEstimator
 from ilsgan_jax.models.synthesis import check_resolution
 from ilsgan_jax.objectives.schedules import lazy_regularisation_adam, r1_gamma_heuristic
+from ilsgan_jax.systems import System, system_for
 
 ADVERSARIAL_LOSSES = ("ns_r1", "wgan_gp")
-# Systems the shared train step builds: 'ilsgan' (layered; also PerturbGAN's configs) and
-# 'stylegan2' (plain generator: no mask, no perturbation, no ILS); 'labels4free' (frozen pretrained
-# StyleGAN2 + trainable alpha network, see models/alpha_network.py).
-SYSTEMS = ("ilsgan", "stylegan2", "labels4free", "independence_prior")
 
 
 class Networks(NamedTuple):
@@ -35,37 +28,11 @@ class Optimizers(NamedTuple):
     estimator: optax.GradientTransformation
 
 
-def uses_learned_estimator(config: ml_collections.ConfigDict) -> bool:
-    return bool(config.loss.ils.enabled) and config.loss.ils.estimator.startswith("neural")
-
-
-def build_networks(config: ml_collections.ConfigDict) -> Networks:
+def build_networks(config: ml_collections.ConfigDict, system: System | None = None) -> Networks:
+    """The system's generator (and learned estimator, if any) and the shared StyleGAN2 D.
+    `system` defaults to `system_for(config)`."""
+    system = system or system_for(config)
     model, resolution = config.model, config.data.resolution
-    system = config.get("system", "ilsgan")
-    if system not in SYSTEMS:
-        raise ValueError(f"config.system must be one of {SYSTEMS}, got {system!r}")
-    generator_kwargs = dict(
-        w_dim=model.w_dim,
-        mapping_layers=model.mapping_layers,
-        channel_base=model.channel_base,
-        channel_max=model.channel_max,
-        conv_clamp=model.conv_clamp,
-    )
-    if system == "independence_prior":
-        generator = instance_generator_from_config(config)
-    elif system == "labels4free":
-        generator = Labels4FreeGenerator(
-            resolution,
-            truncation_psi=config.labels4free.truncation_psi,
-            min_feature_resolution=config.labels4free.min_feature_resolution,
-            **generator_kwargs,
-        )
-    elif system == "stylegan2":
-        generator = PlainGenerator(resolution, **generator_kwargs)
-    else:
-        generator = LayeredGenerator(
-            resolution, mask_logit_offset=model.get("mask_logit_offset", 0.0), **generator_kwargs
-        )
     discriminator = Discriminator(
         resolution,
         3,
@@ -75,13 +42,7 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
         mbstd_group_size=model.mbstd_group_size,
         mbstd_num_channels=model.mbstd_num_channels,
     )
-    estimator = None
-    if uses_learned_estimator(config):
-        estimator = RegionMIEstimator(
-            resolution=config.loss.ils.estimator_resolution,
-            widths=tuple(config.loss.ils.estimator_widths),
-        )
-    return Networks(generator, discriminator, estimator)
+    return Networks(system.build_generator(config), discriminator, system.build_estimator(config))
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
@@ -135,21 +96,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             f"config.loss.adversarial must be one of {ADVERSARIAL_LOSSES}, "
             f"got {config.loss.adversarial!r}"
         )
-    background_min_size = config.loss.get("background_min_size", "auto")
-    if background_min_size not in ("auto", "on", "off"):
-        raise ValueError(
-            "config.loss.background_min_size must be 'auto', 'on' or 'off', "
-            f"got {background_min_size!r}"
-        )
     if config.loss.r1_interval < 1:
         raise ValueError(f"config.loss.r1_interval must be >= 1, got {config.loss.r1_interval}")
     if not 0.0 <= config.loss.style_mixing_prob <= 1.0:
         raise ValueError("config.loss.style_mixing_prob must be in [0, 1]")
+    system = system_for(config)  # an unknown config.system names the known ones
+    if system.validate_config is not None:
+        system.validate_config(config)
 
 
 def latent_shape_for(config: ml_collections.ConfigDict, batch: int) -> tuple[int, ...]:
-    """Shape of the latents the generator takes: [N, z_dim], or [N, K + 1, z_dim] (background +
-    K instances) for the independence-prior system."""
-    if config.get("system", "ilsgan") == "independence_prior":
-        return (batch, config.model.num_instances + 1, config.model.z_dim)
-    return (batch, config.model.z_dim)
+    """Shape of the latents the config's generator takes (e.g. [batch, z_dim])."""
+    return system_for(config).latent_shape(config, batch)

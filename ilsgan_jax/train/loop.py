@@ -17,13 +17,15 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from ilsgan_jax import labels4free, parallel
+from ilsgan_jax import parallel
 from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
-from ilsgan_jax.evaluate import training_fid
-from ilsgan_jax.train import builders, checkpointing
+from ilsgan_jax.train import builders, checkpointing, training_fid
+from ilsgan_jax.train.phases import Trainer
+from ilsgan_jax.train.restore import restore_train_state
+from ilsgan_jax.train.samples import host_rows, make_sample_fn
 from ilsgan_jax.train.state import TrainState, create_train_state
-from ilsgan_jax.train.step import jit_phased_train_step
+from ilsgan_jax.train.step import jit_phased_train_step, make_trainer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,18 +66,17 @@ def check_real_batch(images: np.ndarray, config: ml_collections.ConfigDict, wher
         raise ValueError(f"{where}: real images must lie in [-1, 1], got [{low:.3f}, {high:.3f}]")
 
 
-def init_state(config, networks, optimizers, mesh) -> TrainState:
-    """Builds the train state directly on the devices, replicated. Labels4Free: the frozen
-    generator is the pretrained one from `config.labels4free.pretrained_workdir`."""
+def init_state(trainer: Trainer, mesh) -> TrainState:
+    """Builds the train state directly on the devices, replicated, then applies the system's
+    host-side initialisation (e.g. Labels4Free's pretrained generator)."""
+    config = trainer.config
     init = jax.jit(
-        lambda key: create_train_state(config, networks, optimizers, key),
+        lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key),
         out_shardings=parallel.replicated_sharding(mesh),
     )
     state = init(jax.random.key(config.seed))
-    if config.get("system", "ilsgan") == "labels4free":
-        state = labels4free.with_pretrained_generator(
-            state, labels4free.load_pretrained_generator(config)
-        )
+    if trainer.system.initialize_state is not None:
+        state = trainer.system.initialize_state(config, state, restore_train_state)
     return state
 
 
@@ -127,9 +128,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         raise ValueError("config.train.batch_size must be a multiple of the process count")
 
     # ----- Model, optimisers, state -------------------------------------------------------
-    networks = builders.build_networks(config)
-    optimizers = builders.build_optimizers(config)
-    state = init_state(config, networks, optimizers, mesh)
+    trainer = make_trainer(config)
+    state = init_state(trainer, mesh)
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),
         save_every_steps=config.train.checkpoint_every_steps,
@@ -161,13 +161,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
 
     # ----- Update step, samples, hooks ----------------------------------------------------
-    train_step = jit_phased_train_step(config, networks, optimizers, mesh)
-    sample_fn = sample_grids.make_sample_fn(
-        networks.generator, config, config.train.num_sample_images, config.seed
-    )
+    train_step = jit_phased_train_step(trainer, mesh)
+    sample_fn = make_sample_fn(trainer, config.train.num_sample_images, config.seed)
     evaluate_fid = None
     if config.train.eval_every_steps:
-        evaluate_fid = training_fid.make_fid_evaluator(config, networks)
+        evaluate_fid = training_fid.make_fid_evaluator(config, trainer.networks)
     report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     console = _ConsoleProgress(config.train.progress_bar, total_steps, start_step)
     preemption = checkpointing.install_preemption_handler()
@@ -195,8 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             )
 
     def write_samples(current_step: int):
-        rows = jax.device_get(sample_fn(state.g_ema_params, state.g_ema_buffers))
-        grid = sample_grids.make_grid(rows)
+        grid = sample_grids.make_grid(host_rows(sample_fn, state))
         path = None
         if jax.process_index() == 0:
             path = sample_grids.save_png(

@@ -9,7 +9,7 @@ Each step is the two-layer `composite` of ILSGAN, so K = 1 is exactly `composite
 
 import jax.numpy as jnp
 
-from ilsgan_jax.objectives.composite import composite
+from ilsgan_jax.nn.composite import composite
 
 
 def _check_instances(bg_rgb: jnp.ndarray, fg_rgbs: jnp.ndarray, masks: jnp.ndarray) -> None:

@@ -1,28 +1,37 @@
-"""Labels4Free: puts a pretrained `stylegan2` generator into a `labels4free` train state.
+"""Labels4Free: an alpha network on the features of a frozen, pretrained StyleGAN2, composited
+over a background drawn by the same generator (`models.alpha_network.Labels4FreeGenerator`).
 
-The flow: train `configs/stylegan2.py` into workdir A, then train `configs/labels4free.py` with
-`--config.labels4free.pretrained_workdir=A` (same dataset/res/runlocal variant, so the generator
-architectures match). `load_pretrained_generator` restores A's newest checkpoint and takes its
-EMA generator (params + buffers); `with_pretrained_generator` writes them into the 'frozen'
-collection of the Labels4Free state (`g_buffers` and `g_ema_buffers`), which the train step never
-differentiates nor updates.
+The flow: train `configs/stylegan2.py` into workdir A, then `configs/labels4free.py` with
+`--config.labels4free.pretrained_workdir=A` (the same dataset/res/runlocal variant, so the
+architectures match). At state initialisation the EMA generator of A's newest checkpoint is
+written into the 'frozen' collection of `g_buffers` and `g_ema_buffers`, which the train step
+never differentiates nor updates. Generator loss: the layered mask terms as configured (the
+original: binarisation off, minimum background area on; see `configs/labels4free.py`).
 """
 
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import logging
 
-from ilsgan_jax.models.alpha_network import FROZEN_COLLECTION
-from ilsgan_jax.train.restore import restore_train_state
-from ilsgan_jax.train.state import TrainState
+from ilsgan_jax.models.alpha_network import FROZEN_COLLECTION, Labels4FreeGenerator
+from ilsgan_jax.systems import layered_terms
+from ilsgan_jax.systems.base import Config, System, stylegan_kwargs
 
 PLAIN_GENERATOR_NAME = "generator"  # PlainGenerator's StyleGenerator submodule
 
 
-def pretrained_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def build_generator(config: Config) -> Labels4FreeGenerator:
+    return Labels4FreeGenerator(
+        config.data.resolution,
+        truncation_psi=config.labels4free.truncation_psi,
+        min_feature_resolution=config.labels4free.min_feature_resolution,
+        **stylegan_kwargs(config),
+    )
+
+
+def pretrained_config(config: Config) -> Config:
     """The `stylegan2` config whose train state holds the pretrained generator: this config with
     the system switched (the model and data fields, which shape the state, are shared)."""
     pretrained = config.copy_and_resolve_references()
@@ -32,9 +41,10 @@ def pretrained_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
     return pretrained
 
 
-def load_pretrained_generator(config: ml_collections.ConfigDict) -> dict:
+def load_pretrained_generator(config: Config, restore_run) -> dict:
     """`{'params': ..., 'buffers': ...}` of the EMA generator in
-    `config.labels4free.pretrained_workdir` (a `stylegan2` run), replicated over the mesh.
+    `config.labels4free.pretrained_workdir` (a `stylegan2` run), through
+    `restore_run(config, workdir) -> (state, step, networks)`.
 
     Raises ValueError when the field is empty or the directory does not exist, and
     FileNotFoundError when it holds no checkpoint."""
@@ -46,7 +56,7 @@ def load_pretrained_generator(config: ml_collections.ConfigDict) -> dict:
         )
     if not os.path.isdir(workdir):
         raise ValueError(f"config.labels4free.pretrained_workdir={workdir!r} is not a directory")
-    state, step, _ = restore_train_state(pretrained_config(config), workdir)
+    state, step, _ = restore_run(pretrained_config(config), workdir)
     logging.info("Labels4Free: pretrained generator from %s (step %d)", workdir, step)
     return {
         "params": state.g_ema_params[PLAIN_GENERATOR_NAME],
@@ -54,12 +64,11 @@ def load_pretrained_generator(config: ml_collections.ConfigDict) -> dict:
     }
 
 
-def with_pretrained_generator(state: TrainState, generator_variables: dict) -> TrainState:
+def with_pretrained_generator(state, generator_variables: dict):
     """Returns `state` with its frozen generator (in `g_buffers` and `g_ema_buffers`) replaced by
     `generator_variables`, which must match it leaf for leaf in structure, shape and dtype."""
     current = state.g_buffers[FROZEN_COLLECTION][PLAIN_GENERATOR_NAME]
-    expected = jax.tree.structure(current)
-    if jax.tree.structure(generator_variables) != expected:
+    if jax.tree.structure(generator_variables) != jax.tree.structure(current):
         raise ValueError(
             "pretrained generator variables do not match the Labels4Free generator: check that "
             "config.model and config.data.resolution equal those of the stylegan2 run"
@@ -78,18 +87,34 @@ def with_pretrained_generator(state: TrainState, generator_variables: dict) -> T
             )
     frozen = {PLAIN_GENERATOR_NAME: generator_variables}
     g_buffers = {**state.g_buffers, FROZEN_COLLECTION: frozen}
-    g_ema_buffers = {
-        **state.g_ema_buffers,
-        FROZEN_COLLECTION: jax.tree.map(jnp.copy, frozen),
-    }
+    g_ema_buffers = {**state.g_ema_buffers, FROZEN_COLLECTION: jax.tree.map(jnp.copy, frozen)}
     return state.replace(g_buffers=g_buffers, g_ema_buffers=g_ema_buffers)
 
 
-def hard_masks(soft_masks: jnp.ndarray, config: ml_collections.ConfigDict) -> jnp.ndarray:
-    """Test-time masks: `soft_masks > config.labels4free.mask_threshold` (reference: 0.9).
+def initialize_state(config: Config, state, restore_run):
+    """The frozen generator becomes the pretrained one."""
+    return with_pretrained_generator(state, load_pretrained_generator(config, restore_run))
+
+
+def hard_masks(soft_masks: jnp.ndarray, config: Config) -> jnp.ndarray:
+    """Test-time masks: `soft_masks > config.labels4free.mask_threshold` (original: 0.9).
 
     soft_masks: [N, H, W, 1] float32 in [0, 1] -> [N, H, W, 1] bool."""
     threshold = config.labels4free.mask_threshold
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"config.labels4free.mask_threshold must be in [0, 1), got {threshold}")
     return soft_masks > threshold
+
+
+SYSTEM = System(
+    name="labels4free",
+    build_generator=build_generator,
+    generator_loss=layered_terms.generator_loss,
+    export_layers=layered_terms.export_layers,
+    sample_rows=layered_terms.sample_rows,
+    perturb=layered_terms.perturb,
+    build_estimator=layered_terms.build_estimator,
+    estimator_loss=layered_terms.estimator_loss,
+    initialize_state=initialize_state,
+    validate_config=layered_terms.validate_config,
+)

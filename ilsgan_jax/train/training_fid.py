@@ -1,5 +1,5 @@
 """FID of the EMA generator: during training (`fid10k_full` at `config.train.eval_every_steps`)
-and on demand (`--mode=fid`, `workflows.run_fid`: fid50k_full and KID), both through
+and on demand (`--mode=fid`, `stages.diagnostics.run_fid`: fid50k_full and KID), both through
 `generator_metrics`.
 
 Real statistics of the whole training split are computed once and cached per (data set,

@@ -1,0 +1,82 @@
+"""The Independence-prior GAN (Dai et al., 2019): K instance providers, a spatial-transformer
+layout module and back-to-front composition over a background
+(`models.instances.InstanceLayeredGenerator`), with the per-instance area penalty, optional
+per-instance binarisation, the union mask's regularisers and optional pairwise ILS."""
+
+import jax
+import jax.numpy as jnp
+
+from ilsgan_jax.models.instances import instance_generator_from_config
+from ilsgan_jax.objectives import instance_losses, mask_losses
+from ilsgan_jax.systems import layered_terms
+from ilsgan_jax.systems.base import Config, Layers, LossInputs, Metrics, System
+
+
+def latent_shape(config: Config, batch: int) -> tuple[int, ...]:
+    """One z for the background and one per instance: [batch, K + 1, z_dim]."""
+    return (batch, config.model.num_instances + 1, config.model.z_dim)
+
+
+def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Metrics]:
+    """Area penalty per instance (+ options) on the K instance masks: (scalar, metrics)."""
+    loss, layers = config.loss, inputs.layers
+    metrics = layered_terms.zero_metrics()
+    area_source = layers["provider_mask" if loss.area_mask == "provider" else "mask"]
+    total = jnp.mean(instance_losses.area_penalty(area_source, weight=loss.area_weight))
+    metrics["g/area"] = total
+    if loss.instance_bin_weight > 0:
+        bin_loss = instance_losses.instance_binarisation(layers["mask"])
+        total = total + loss.instance_bin_weight * jnp.mean(bin_loss)
+        metrics["g/binarisation"] = jnp.mean(bin_loss)
+    union = layers["union_mask"]
+    if loss.bin_weight > 0 or loss.msize_weight > 0:
+        bin_union = mask_losses.binarisation_loss(union)
+        size_union = mask_losses.min_size_loss(union, min_size=loss.min_msize)
+        total = total + jnp.mean(loss.bin_weight * bin_union + loss.msize_weight * size_union)
+        metrics["g/min_size"] = jnp.mean(size_union)
+    sigma = layered_terms.ils_weight(config, inputs.cur_nimg)
+    metrics["ils/sigma"] = sigma
+    if loss.ils.enabled:
+        ils_loss, _ = instance_losses.pairwise_ils(
+            inputs.key, layers["bg_rgb"], layers["fg_rgb"], layers["mask"], sigma=sigma,
+            estimator=loss.ils.estimator, neg_weight=loss.ils.neg_weight,
+            estimator_fn=inputs.estimator_apply,
+        )
+        total = total + ils_loss
+        metrics["g/ils"] = ils_loss
+    areas = instance_losses.instance_areas(layers["mask"]).mean(axis=0)
+    for k in range(areas.shape[0]):
+        metrics[f"mask/area_instance{k}"] = areas[k]
+    metrics.update(layered_terms.mask_metrics(union))
+    return total, metrics
+
+
+def export_layers(layers: Layers) -> Layers:
+    """The union of the instance masks, with the composite as the foreground image (inside the
+    union mask it shows the instances)."""
+    return {"image": layers["composite"], "fg_rgb": layers["composite"],
+            "bg_rgb": layers["bg_rgb"], "soft_mask": layers["union_mask"]}
+
+
+def sample_rows(config: Config, layers: Layers, key: jax.Array) -> Layers:
+    """Composite, background, then each instance over white and its mask."""
+    del config, key
+    rows = {"composite": layers["composite"], "bg_rgb": layers["bg_rgb"]}
+    for k in range(layers["mask"].shape[1]):
+        mask_k = layers["mask"][:, k]
+        rows[f"fg_over_white_{k}"] = mask_k * layers["fg_rgb"][:, k] + (1.0 - mask_k)
+        rows[f"mask_{k}"] = jnp.broadcast_to(mask_k * 2.0 - 1.0, layers["bg_rgb"].shape)
+    return rows
+
+
+SYSTEM = System(
+    name="independence_prior",
+    build_generator=instance_generator_from_config,
+    generator_loss=generator_loss,
+    export_layers=export_layers,
+    sample_rows=sample_rows,
+    latent_shape=latent_shape,
+    # A learned conditional can score the pairwise ILS term; it is not trained here (no
+    # estimator phase for K instances), as before this system became a plug-in.
+    build_estimator=layered_terms.build_estimator,
+)
