@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from ilsgan_jax.evaluate import pair_dataset
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.stages import atomic
-from ilsgan_jax.train import builders
+from ilsgan_jax.systems import system_for
 from ilsgan_jax.train.restore import restore_train_state
 
 EXPORT_KEYS = pair_dataset.PAIR_KEYS
@@ -27,23 +27,21 @@ def layers_generate_fn(config, generator, batch_size: int):
     """`generate(params, buffers, key) -> layers` (jitted): `batch_size` latents from `key`, the
     EMA generator at truncation 1 with constant noise, no perturbation. Returns float32 `image`,
     `fg_rgb`, `bg_rgb` [B, R, R, 3] in [-1, 1], `soft_mask` [B, R, R, 1] in [0, 1] and uint8
-    `mask` (soft_mask > 0.5). Used by the export (B = shard size) and the MINE report."""
+    `mask` (soft_mask > 0.5), as the system's `export_layers` defines them. Used by the export
+    (B = shard size) and the MINE report. Raises ValueError for a system without a mask."""
+    system = system_for(config)
+    if system.export_layers is None:
+        raise ValueError(
+            f"config.system={config.system!r} draws no mask: there are no (image, mask) pairs to "
+            "export; train a layered system or Labels4Free on top of it"
+        )
 
     @jax.jit
     def generate(params, buffers, key):
-        z = jax.random.normal(key, builders.latent_shape_for(config, batch_size))
+        z = jax.random.normal(key, system.latent_shape(config, batch_size))
         layers = generator.apply({"params": params, **buffers}, z, noise_mode="const")
-        # K-instance generators: the union of the instance masks, and the composite as the
-        # foreground image (inside the union mask it shows the instances).
-        mask = layers.get("union_mask", layers["mask"])
-        fg_rgb = layers["composite"] if layers["fg_rgb"].ndim == 5 else layers["fg_rgb"]
-        return {
-            "image": layers["composite"],
-            "mask": (mask > 0.5).astype(jnp.uint8),
-            "fg_rgb": fg_rgb,
-            "bg_rgb": layers["bg_rgb"],
-            "soft_mask": mask,
-        }
+        exported = system.export_layers(layers)
+        return {**exported, "mask": (exported["soft_mask"] > 0.5).astype(jnp.uint8)}
 
     return generate
 
