@@ -9,6 +9,7 @@ runs_dir=${1:?runs directory}
 seeds=${2:?seeds, e.g. "0 1 2 3 4"}
 shift 2
 python=${PYTHON:-python3}
+mkdir -p "$runs_dir"
 for seed in $seeds; do
   workdir="$runs_dir/seed$seed"
   if [[ -f "$workdir/report.json" ]]; then
