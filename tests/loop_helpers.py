@@ -116,8 +116,9 @@ class RecordingIterator:
         if self.nan_from_batch is not None and count >= self.nan_from_batch:
             batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
         if self.sigterm_at_batch is not None and count == self.sigterm_at_batch:
-            # The loop's handler runs in this (main) thread before os.kill returns control.
-            os.kill(os.getpid(), signal.SIGTERM)
+            # Delivered to this (main) thread: the loop's handler has run when raise_signal
+            # returns, so the loop stops at exactly this step.
+            signal.raise_signal(signal.SIGTERM)
         return batch
 
 

@@ -1,12 +1,10 @@
-"""Tests for train/checkpointing.py: round trip, retention, resume, corruption, preemption."""
+"""Tests for train/checkpointing.py: round trip, retention, resume, corruption."""
 
 import logging as std_logging
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import jax
 import jax.numpy as jnp
@@ -278,39 +276,6 @@ def test_crash_during_save_leaves_previous_restorable(tmp_path):
     assert step == 1
     assert extra == {"data_position": 10}
     assert_state_equal(state, make_state(1))
-
-
-def test_preemption_handler_sets_flag_on_sigterm_and_restores_handlers():
-    previous_sigterm = signal.getsignal(signal.SIGTERM)
-    previous_sigint = signal.getsignal(signal.SIGINT)
-    with checkpointing.install_preemption_handler() as preemption:
-        assert not preemption.requested and not preemption.should_stop(0)
-        os.kill(os.getpid(), signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while not preemption.requested and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert preemption.requested
-        assert preemption.should_stop(1)
-        assert preemption.signal_name == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) is previous_sigterm
-    assert signal.getsignal(signal.SIGINT) is previous_sigint
-
-
-def test_preemption_handler_refuses_other_threads():
-    import threading
-
-    errors = []
-
-    def install():
-        try:
-            checkpointing.install_preemption_handler()
-        except ValueError as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=install)
-    thread.start()
-    thread.join()
-    assert len(errors) == 1 and "main thread" in str(errors[0])
 
 
 def test_save_and_restore_work_under_transfer_guard(tmp_path):

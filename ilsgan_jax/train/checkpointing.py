@@ -19,13 +19,13 @@ Guarantees:
   `CheckpointRestoreError` naming the directory. Unknown extra files in a step directory are
   ignored. Note: a dtype difference is not an incompatibility; orbax casts to the requested dtype.
 - Retention: the last `keep_last` checkpoints plus (with `keep_best`) the one with the lowest
-  `best_metric` (FID: lower is better), via orbax preservation policies (LatestN + BestN).
+  `best_metric` (FID: lower is better), via orbax preservation policies (LatestN + BestN; see
+  `checkpoint_policies`).
 
 Multi-process: every process must call `save`, `restore_latest` and `close` (orbax synchronises
 them); arrays are written shard-wise by their owning processes, the JSON by process 0.
 
-Preemption: `install_preemption_handler()` turns SIGTERM/SIGINT into a flag the loop polls to save
-and exit cleanly (see `PreemptionHandler`).
+Preemption (SIGTERM/SIGINT -> save and exit cleanly) is `preemption.install_preemption_handler`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -44,7 +42,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from orbax.checkpoint import checkpoint_managers
+
+from ilsgan_jax.train import checkpoint_policies
 
 PyTree = Any
 
@@ -99,13 +98,6 @@ def abstract_like(state: PyTree) -> PyTree:
     return jax.tree.map(to_abstract, state)
 
 
-def _best_metric_getter(best_metric: str) -> Callable[[Mapping[str, float]], float]:
-    def get_metric(metrics: Mapping[str, float]) -> float:
-        return float(metrics[best_metric])
-
-    return get_metric
-
-
 class Checkpointer:
     """Saves and restores the train state in `directory` with orbax.
 
@@ -152,20 +144,6 @@ class Checkpointer:
         self._best_metric = best_metric
         self._keep_best = keep_best
         self._pending_step: int | None = None
-        policies: list[checkpoint_managers.PreservationPolicy] = [
-            checkpoint_managers.LatestN(n=keep_last)
-        ]
-        if keep_best:
-            # BestN sorts ascending and keeps the tail; reverse=True makes the tail the lowest.
-            # Checkpoints saved without the metric are left to LatestN.
-            policies.append(
-                checkpoint_managers.BestN(
-                    get_metric_fn=_best_metric_getter(best_metric),
-                    reverse=True,
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
         leftovers = self._tmp_leftovers()
         if leftovers:
             logging.warning(
@@ -174,22 +152,12 @@ class Checkpointer:
                 self._directory,
                 leftovers,
             )
-        options = ocp.CheckpointManagerOptions(
-            save_decision_policy=checkpoint_managers.AnySavePolicy(
-                [
-                    checkpoint_managers.FixedIntervalPolicy(save_every_steps),
-                    checkpoint_managers.PreemptionCheckpointingPolicy(),
-                ]
-            ),
-            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            # best_fn is needed for orbax to write the metrics next to each step; retention
-            # itself is decided by preservation_policy above.
-            best_fn=_best_metric_getter(best_metric) if keep_best else None,
-            best_mode="min",
-            keep_checkpoints_without_metrics=False,
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,
-            create=True,
+        options = checkpoint_policies.manager_options(
+            save_every_steps=save_every_steps,
+            keep_last=keep_last,
+            keep_best=keep_best,
+            best_metric=best_metric,
+            async_save=async_save,
         )
         self._manager = ocp.CheckpointManager(
             self._directory, options=options, item_names=(STATE_ITEM, EXTRA_ITEM)
@@ -215,12 +183,9 @@ class Checkpointer:
         """The kept step with the lowest `best_metric`, or None if no step has that metric."""
         if not self._keep_best:
             return None
-        scored = [
-            (float(metrics[self._best_metric]), step)
-            for step in self.all_steps()
-            if (metrics := self._manager.metrics(step)) and self._best_metric in metrics
-        ]
-        return min(scored)[1] if scored else None
+        return checkpoint_policies.lowest_metric_step(
+            self.all_steps(), self._manager.metrics, self._best_metric
+        )
 
     def latest_good_step(self) -> int | None:
         """The newest step whose save has completed on disk, or None.
@@ -271,9 +236,9 @@ class Checkpointer:
             json.dumps(extra_dict)
         except TypeError as error:
             raise ValueError(f"checkpoint `extra` must be JSON-serialisable: {error}") from error
-        metrics_dict = None
-        if metrics is not None and self._keep_best and self._best_metric in metrics:
-            metrics_dict = {name: float(value) for name, value in metrics.items()}
+        metrics_dict = checkpoint_policies.metrics_to_record(
+            metrics, keep_best=self._keep_best, best_metric=self._best_metric
+        )
         started = self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -406,88 +371,3 @@ class Checkpointer:
         if jax.process_count() > 1:
             ocp.multihost.sync_global_processes("ilsgan_jax_checkpoint_quarantine")
         self._manager.reload()
-
-
-# ------------------------------------------------------------------------------------------------
-# Preemption.
-
-
-class PreemptionHandler:
-    """Turns SIGTERM/SIGINT into a flag that the train loop polls to save and exit cleanly.
-
-    Single process: the first signal sets `requested`; the loop saves (`force=True`) and returns.
-    A second SIGINT raises KeyboardInterrupt as usual (so a stuck run can still be stopped).
-
-    Multi-process (`jax.process_count() > 1`): a signal usually reaches only some processes, and
-    all of them must agree on the step at which to save. `should_stop(step)` therefore asks JAX's
-    preemption service (`multihost_utils.reached_preemption_sync_point`), which listens for
-    SIGTERM itself and agrees on a common step; it must be called at every step by every process.
-    In this mode only SIGINT gets a Python handler (installing one for SIGTERM would replace the
-    service's). Requires `jax_enable_preemption_service` (JAX's default).
-
-    Signal handlers can only be installed from the main thread (a Python restriction); elsewhere
-    `install_preemption_handler` raises ValueError.
-    """
-
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)):
-        if threading.current_thread() is not threading.main_thread():
-            raise ValueError("install_preemption_handler() must be called from the main thread.")
-        self._requested = threading.Event()
-        self._signal_name: str | None = None
-        self._multi_process = jax.process_count() > 1
-        self._previous: dict[int, Any] = {}
-        for signum in signals:
-            if self._multi_process and signum == signal.SIGTERM:
-                continue
-            self._previous[signum] = signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._requested.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self._signal_name = signal.Signals(signum).name
-        self._requested.set()
-        logging.warning("Received %s: will save a checkpoint and stop.", self._signal_name)
-
-    @property
-    def requested(self) -> bool:
-        """Whether this process received one of the signals."""
-        return self._requested.is_set()
-
-    @property
-    def signal_name(self) -> str | None:
-        """The name of the first signal received (e.g. 'SIGTERM'), or None."""
-        return self._signal_name
-
-    def should_stop(self, step: int) -> bool:
-        """Whether the loop should save now and stop. Call at every step on every process.
-
-        Single process: `requested`. Multi-process: JAX's preemption sync point for `step` (True
-        on all processes at the same step once any of them got SIGTERM).
-        """
-        if not self._multi_process:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        return multihost_utils.reached_preemption_sync_point(step)
-
-    def close(self) -> None:
-        """Restores the signal handlers that were installed before."""
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
-    def __enter__(self) -> PreemptionHandler:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def install_preemption_handler(
-    signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT),
-) -> PreemptionHandler:
-    """Installs handlers for `signals` (main thread only) and returns the flag object.
-
-    Use as `with install_preemption_handler() as preemption: ... if preemption.should_stop(step)`.
-    """
-    return PreemptionHandler(signals)

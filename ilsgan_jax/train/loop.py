@@ -22,6 +22,7 @@ from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.train import builders, checkpointing, training_fid
 from ilsgan_jax.train.phases import Trainer
+from ilsgan_jax.train.preemption import install_preemption_handler
 from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.samples import host_rows, make_sample_fn
 from ilsgan_jax.train.state import TrainState, create_train_state
@@ -168,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         evaluate_fid = training_fid.make_fid_evaluator(config, trainer.networks)
     report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     console = _ConsoleProgress(config.train.progress_bar, total_steps, start_step)
-    preemption = checkpointing.install_preemption_handler()
+    preemption = install_preemption_handler()
     budget_seconds = config.train.time_budget_minutes * 60.0
     history: list[dict] = []
     last_metrics: dict = {}
