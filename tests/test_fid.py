@@ -1,11 +1,12 @@
-"""FID/KID: closed-form Frechet distances, KID against a direct MMD, statistics, cache, sharding."""
+"""FID/KID (evaluate/fid, kid, feature_stats, stats_cache, inception_features): closed-form Frechet
+distances, KID against a direct MMD, statistics, cache, sharding."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ilsgan_jax.evaluate import fid, inception
+from ilsgan_jax.evaluate import feature_stats, fid, inception, inception_features, kid, stats_cache
 
 
 def _random_spd(rng, dim):
@@ -59,7 +60,7 @@ def test_frechet_distance_rejects_mismatched_shapes():
 
 def test_streaming_statistics_match_numpy_and_respect_max_items():
     features = np.random.default_rng(2).normal(size=(50, 5)).astype(np.float32)
-    stats = fid.FeatureStatistics(max_items=45, keep_features=True)
+    stats = feature_stats.FeatureStatistics(max_items=45, keep_features=True)
     for start in range(0, 50, 8):
         stats.update(features[start : start + 8])
     mean, cov = stats.mean_cov()
@@ -72,7 +73,7 @@ def test_streaming_statistics_match_numpy_and_respect_max_items():
 
 def test_fid_of_a_set_with_itself_is_zero():
     features = np.random.default_rng(3).normal(size=(400, 16))
-    mean, cov = fid.feature_statistics(features)
+    mean, cov = feature_stats.feature_statistics(features)
     assert abs(fid.frechet_distance(mean, cov, mean, cov)) < 1e-6
 
 
@@ -89,28 +90,28 @@ def test_kid_equals_direct_unbiased_mmd_on_full_subsets():
     rng = np.random.default_rng(4)
     generated, real = rng.normal(size=(12, 3)), rng.normal(0.5, 1.0, size=(12, 3))
     # One subset of all 12 samples: a permutation, to which the MMD is invariant.
-    kid = fid.kernel_inception_distance(generated, real, num_subsets=1, max_subset_size=100)
-    np.testing.assert_allclose(kid, _direct_unbiased_mmd2(generated, real), rtol=1e-10)
+    estimate = kid.kernel_inception_distance(generated, real, num_subsets=1, max_subset_size=100)
+    np.testing.assert_allclose(estimate, _direct_unbiased_mmd2(generated, real), rtol=1e-10)
 
 
 def test_kid_of_identical_sets_is_near_zero_and_shift_is_not():
     rng = np.random.default_rng(5)
     features, other_draw = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 8))
-    shifted = fid.kernel_inception_distance(features + 0.5, features, 10, 500)
+    shifted = kid.kernel_inception_distance(features + 0.5, features, 10, 500)
     # The set against itself (one subset = the whole set): only the O(1/m) diagonal terms remain.
-    same = fid.kernel_inception_distance(features, features, num_subsets=1, max_subset_size=1000)
+    same = kid.kernel_inception_distance(features, features, num_subsets=1, max_subset_size=1000)
     # An independent draw of the same distribution: the estimator is unbiased.
-    independent = fid.kernel_inception_distance(other_draw, features, 10, 500)
+    independent = kid.kernel_inception_distance(other_draw, features, 10, 500)
     assert shifted > 0.5
     assert abs(same) < 0.02 * shifted
     assert abs(independent) < 0.01 * shifted
 
 
 def test_stats_cache_path_and_bad_names(tmp_path):
-    path = fid.stats_cache_path("synthetic", 32, "train", None, cache_dir=str(tmp_path))
+    path = stats_cache.stats_cache_path("synthetic", 32, "train", None, cache_dir=str(tmp_path))
     assert path == str(tmp_path / "fid_stats" / "synthetic-32px-train-all.npz")
     with pytest.raises(ValueError, match="dataset"):
-        fid.stats_cache_path("../evil", 32, "train", 100)
+        stats_cache.stats_cache_path("../evil", 32, "train", 100)
 
 
 def _pooled_features(images):
@@ -153,8 +154,9 @@ def test_compute_fid_end_to_end_and_cache(tmp_path):
                              None, 80, batch_size=16, feature_extractor=_pooled_features)
     assert abs(replay.fid) < 1e-6
     # The cache file holds the float64 statistics of the 90 real images.
-    cached = fid.load_statistics(fid.stats_cache_path("toy", 8, "train", None, str(tmp_path)))
-    expected_mean, expected_cov = fid.feature_statistics(_pooled_features(real_images))
+    cache_path = stats_cache.stats_cache_path("toy", 8, "train", None, str(tmp_path))
+    cached = stats_cache.load_statistics(cache_path)
+    expected_mean, expected_cov = feature_stats.feature_statistics(_pooled_features(real_images))
     np.testing.assert_allclose(cached.mean, expected_mean, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(cached.cov, expected_cov, rtol=1e-5, atol=1e-9)
 
@@ -180,8 +182,9 @@ def test_sharded_inception_extractor_matches_single_device():
                 shape, np.float32)
     variables = inception.unflatten_params(flat)
     images = rng.uniform(-1, 1, (8, 16, 16, 3)).astype(np.float32)
-    sharded = fid.make_inception_extractor(variables, batch_size=8)
-    single = fid.make_inception_extractor(variables, batch_size=8, devices=jax.local_devices()[:1])
+    make_extractor = inception_features.make_inception_extractor
+    sharded = make_extractor(variables, batch_size=8)
+    single = make_extractor(variables, batch_size=8, devices=jax.local_devices()[:1])
     assert len(jax.local_devices()) == 8  # conftest simulates 8 CPU devices
     features_sharded, features_single = sharded(images), single(images)
     assert features_sharded.shape == (8, 2048)

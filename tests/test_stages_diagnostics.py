@@ -60,6 +60,7 @@ def test_fid_mode_report_equals_a_direct_computation(
     import jax
 
     from ilsgan_jax.evaluate import fid as fid_lib
+    from ilsgan_jax.evaluate import inception_features, kid, stats_cache
 
     monkeypatch.setenv("ILSGAN_JAX_CACHE", str(tmp_path / "cache"))
     workdir = trained_workdir["workdir"]
@@ -71,13 +72,13 @@ def test_fid_mode_report_equals_a_direct_computation(
     assert report["num_images"] == 40 and report["checkpoint_step"] == 2
     assert report["num_real_images"] == fid_config.data.synthetic_train_size  # the full split
     # The real statistics are cached per (data set, resolution, split).
-    assert os.path.isfile(fid_lib.stats_cache_path("synthetic", RESOLUTION, "train", None))
+    assert os.path.isfile(stats_cache.stats_cache_path("synthetic", RESOLUTION, "train", None))
 
     # Direct: every training image; 3 batches of 16 generated images, batch i from
     # fold_in(key(config.seed), i) split into (latents, noise), first 40 kept.
     real = np.concatenate(
         [
-            extract(fid_lib._padded(b, 16))[: b.shape[0]]
+            extract(inception_features._padded(b, 16))[: b.shape[0]]
             for b in training_fid.real_images(fid_config)
         ]
     )
@@ -95,7 +96,7 @@ def test_fid_mode_report_equals_a_direct_computation(
     expected_fid = fid_lib.frechet_distance(
         generated.mean(0), np.cov(generated.T, bias=True), real.mean(0), np.cov(real.T, bias=True)
     )
-    expected_kid = fid_lib.kernel_inception_distance(
+    expected_kid = kid.kernel_inception_distance(
         generated, real, num_subsets=5, max_subset_size=1000, seed=fid_config.seed
     )
     assert report["fid"] == pytest.approx(expected_fid, rel=1e-4)

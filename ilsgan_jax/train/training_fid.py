@@ -14,7 +14,7 @@ from absl import logging
 
 from ilsgan_jax.data import input_pipeline
 from ilsgan_jax.evaluate import fid as fid_lib
-from ilsgan_jax.evaluate import inception
+from ilsgan_jax.evaluate import inception, inception_features
 from ilsgan_jax.train.builders import latent_shape_for
 
 
@@ -31,7 +31,7 @@ def real_images(config):
         yield batch["image"][batch["valid"]]
 
 
-def ema_generate_fn(config, generator, state) -> fid_lib.GenerateFn:
+def ema_generate_fn(config, generator, state) -> inception_features.GenerateFn:
     """`(key, batch_size) -> composites [batch_size, R, R, 3]` float32 in [-1, 1] of the EMA
     generator at truncation 1 with random noise (StyleGAN2-ADA's metrics call G with its
     defaults); `key` gives the latents and the noise. Runs on process 0's view of the replicated
@@ -58,7 +58,7 @@ def generator_metrics(
     *,
     inception_params: dict | None = None,
     with_kid: bool = False,
-    feature_extractor: fid_lib.FeatureExtractor | None = None,
+    feature_extractor: inception_features.FeatureExtractor | None = None,
 ) -> fid_lib.GenerativeMetrics:
     """FID (and KID) of `num_images` EMA-generator images against the full training split, with
     the real statistics cached per (data set, resolution, split) (`fid_lib.compute_fid`).
