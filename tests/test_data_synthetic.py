@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import synthetic_reference
 import tensorflow_datasets as tfds
 
 from ilsgan_jax.data import synthetic_builder, synthetic_render
@@ -102,6 +103,30 @@ def test_positions_cover_the_image():
     assert np.std(centre_col) > 2.0
 
 
+@pytest.mark.parametrize(
+    "seed, count, resolution, noise",
+    [(0, 16, 16, 1.0), (1, 24, 32, 1.0), (2, 8, 64, 0.25), (3, 3, 128, 0.0)],
+)
+def test_default_rendering_matches_the_frozen_reference(seed, count, resolution, noise):
+    """The default ('noise') data are bit for bit those of the renderer before its long functions
+    were split (tests/synthetic_reference.py), layers and shape draws included."""
+
+    def render(module):
+        return module.render_synthetic_objects(
+            np.random.default_rng(seed),
+            count,
+            resolution,
+            return_layers=True,
+            background_noise=noise,
+        )
+
+    rendered, reference = render(synthetic_render), render(synthetic_reference)
+    assert sorted(rendered) == sorted(reference)
+    for key, expected in reference.items():
+        np.testing.assert_array_equal(rendered[key], expected, err_msg=key)
+        assert rendered[key].dtype == expected.dtype, key
+
+
 def test_deterministic_from_seed():
     first = synthetic_render.render_synthetic_objects(np.random.default_rng(42), 8, 32)
     again = synthetic_render.render_synthetic_objects(np.random.default_rng(42), 8, 32)
@@ -121,12 +146,16 @@ def test_background_noise_scales_only_the_background_noise():
     # Objects, masks and the smooth part of the background do not depend on the noise level.
     for key in ("foreground", "coverage", "mask"):
         np.testing.assert_array_equal(smooth[key], full[key])
+
     # Without noise the background is a linear ramp between two colours: its Laplacian vanishes
     # away from the ramp's clipped ends, while the x1 backgrounds are rough.
     def roughness(background):
         laplacian = (
-            background[:, 2:, 1:-1] + background[:, :-2, 1:-1] + background[:, 1:-1, 2:]
-            + background[:, 1:-1, :-2] - 4 * background[:, 1:-1, 1:-1]
+            background[:, 2:, 1:-1]
+            + background[:, :-2, 1:-1]
+            + background[:, 1:-1, 2:]
+            + background[:, 1:-1, :-2]
+            - 4 * background[:, 1:-1, 1:-1]
         )
         return np.median(np.abs(laplacian))
 
@@ -214,3 +243,4 @@ def test_builder_prepares_offline_the_rendered_examples(tmp_path):
     np.testing.assert_array_equal(masks, masks_again)
     images_other_seed, _ = _as_sorted_arrays(_prepare(tmp_path / "c", seed=2), "train")
     assert not np.array_equal(images, images_other_seed)
+

@@ -1,6 +1,7 @@
 """Procedural images of one textured object over a textured background, with exact masks.
 
-A plain, vectorised NumPy renderer (no TensorFlow) that the tfds builder calls in chunks.
+A plain, vectorised NumPy renderer (no TensorFlow) that the tfds builder calls in chunks; the
+geometry (shapes, anti-aliased coverage) lives in synthetic_shapes.py.
 
 Backgrounds: a smooth two-colour gradient in a random direction plus band-limited noise (a
 log-Gaussian band around a random spatial frequency) in random colours; background colours are
@@ -8,29 +9,22 @@ muted (low saturation). Objects: one star-shaped region per image, an ellipse, a
 convex polygon or a Fourier blob, covering 10-40% of the image, at a position drawn independently
 of everything else, coloured with saturated random colours, a linear shading ramp and a texture
 (stripes or band-limited noise) that moves with the object. Object and background parameters are
-drawn independently, so the two layers are statistically independent.
+drawn from separate random streams, so the two layers are statistically independent.
 
-Anti-aliasing is analytic: each shape is a level set `g(x) = rho / R(theta) - 1` of a radial
-function; the coverage of a pixel is `clip(0.5 - g / |grad g|, 0, 1)` (the signed distance to the
-edge in pixels, shifted to the pixel centre), so `coverage > 0.5` is exactly the set of pixel
-centres inside the shape. The image is `coverage * object + (1 - coverage) * background`.
+The image is `coverage * object + (1 - coverage) * background`, with the analytic anti-aliased
+coverage of synthetic_shapes (`coverage > 0.5` is exactly the set of pixel centres inside the
+object).
 """
-
-from collections.abc import Callable
 
 import numpy as np
 import scipy.fft
 
-SHAPE_TYPES = ("ellipse", "superellipse", "polygon", "blob")
+from ilsgan_jax.data import synthetic_shapes
+from ilsgan_jax.data.synthetic_shapes import SHAPE_TYPES, PlacedShapes
+from ilsgan_jax.data.synthetic_shapes import uniform as _uniform
+
 MIN_AREA_FRACTION = 0.10
 MAX_AREA_FRACTION = 0.40
-_NUM_BOUNDARY_ANGLES = 256
-_MAX_POLYGON_SIDES = 8
-
-
-def _uniform(rng: np.random.Generator, low: float, high: float, size) -> np.ndarray:
-    """Uniform draws as float32 (keeps the per-pixel arithmetic in single precision)."""
-    return rng.uniform(low, high, size).astype(np.float32)
 
 
 def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -66,18 +60,12 @@ def band_limited_noise(
     return noise
 
 
-def _pixel_grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates in [0, 1]: (y [R, 1], x [1, R])."""
-    centres = (np.arange(resolution, dtype=np.float32) + 0.5) / resolution
-    return centres[:, None], centres[None, :]
-
-
 def _render_backgrounds(
     rng: np.random.Generator, num_images: int, resolution: int, noise_scale: float = 1.0
 ) -> np.ndarray:
     """Returns [N, R, R, 3] float32 in [0, 1]; `noise_scale` multiplies both noise amplitudes
     (the random draws do not depend on it, so x0 gives the same gradients without noise)."""
-    y, x = _pixel_grid(resolution)
+    y, x = synthetic_shapes.pixel_grid(resolution)
     angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
     projection = np.cos(angle)[:, None, None] * (x - 0.5) + np.sin(angle)[:, None, None] * (y - 0.5)
     ramp = np.clip(projection / np.sqrt(0.5) + 0.5, 0.0, 1.0)[..., None]
@@ -105,87 +93,6 @@ def _render_backgrounds(
     return np.clip(background, 0.0, 1.0, out=background).astype(np.float32, copy=False)
 
 
-def _radial_functions(
-    rng: np.random.Generator, shape_ids: np.ndarray
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Draws one star-shaped shape per image (unit scale).
-
-    Returns radius_fn, where radius_fn(theta [N, ...], index [N]) -> R(theta) [N, ...]
-    evaluates the radial function of the shapes selected by `index` (an index array into the
-    batch) at angles theta in the shape's own frame.
-    """
-    count = shape_ids.shape[0]
-    aspect = np.exp(_uniform(rng, -0.45, 0.45, count))
-    exponent = np.exp(_uniform(rng, np.log(0.8), np.log(4.0), count))
-    sides = rng.integers(3, _MAX_POLYGON_SIDES + 1, count)
-    # Polygon: K vertices at jittered, increasing angles and radii 0.8..1.2 (star-shaped about
-    # the centre, every sector < pi wide, so bounded); slots k >= K are unused.
-    spacing = 2.0 * np.pi / sides[:, None]
-    vertex_angles = (
-        np.arange(_MAX_POLYGON_SIDES)[None, :]
-        + _uniform(rng, -0.2, 0.2, (count, _MAX_POLYGON_SIDES))
-    ) * spacing
-    vertex_radii = _uniform(rng, 0.8, 1.2, (count, _MAX_POLYGON_SIDES))
-    slot = np.arange(_MAX_POLYGON_SIDES)[None, :]
-    next_slot = np.where(slot + 1 < sides[:, None], slot + 1, 0)
-    next_angles = np.take_along_axis(vertex_angles, next_slot, axis=1)
-    next_angles = np.where(slot + 1 < sides[:, None], next_angles, next_angles + 2.0 * np.pi)
-    sector_widths = np.where(slot < sides[:, None], next_angles - vertex_angles, 0.0)
-    vertices = vertex_radii[..., None] * np.stack(
-        [np.cos(vertex_angles), np.sin(vertex_angles)], axis=-1
-    )
-    edges = np.take_along_axis(vertices, next_slot[..., None], axis=1) - vertices
-    # Distance along the ray at angle t to edge k: cross(P_k, D_k) / cross(u(t), D_k).
-    edge_moments = vertices[..., 0] * edges[..., 1] - vertices[..., 1] * edges[..., 0]
-    # Fourier blob: harmonics 2..4 with small amplitudes keep R(theta) positive.
-    harmonics = np.arange(2, 5)
-    amplitudes = _uniform(rng, 0.0, 0.18, (count, 3))
-    phases = _uniform(rng, 0.0, 2.0 * np.pi, (count, 3))
-
-    def radius_fn(theta: np.ndarray, index: np.ndarray) -> np.ndarray:
-        radius = np.empty(theta.shape, dtype=np.float32)
-        kinds = shape_ids[index]
-        for kind in range(len(SHAPE_TYPES)):
-            rows = np.nonzero(kinds == kind)[0]
-            if rows.size == 0:
-                continue
-            which = index[rows]
-            angle = theta[rows].astype(np.float32)
-            expand = (slice(None),) + (None,) * (angle.ndim - 1)
-            if kind in (0, 1):  # ellipse, superellipse with semi-axes a, 1/a
-                a = np.sqrt(aspect[which]).astype(np.float32)[expand]
-                cos_t, sin_t = np.abs(np.cos(angle)) / a, np.abs(np.sin(angle)) * a
-                if kind == 0:
-                    radius[rows] = 1.0 / np.sqrt(cos_t**2 + sin_t**2)
-                else:
-                    p = exponent[which].astype(np.float32)[expand]
-                    radius[rows] = (cos_t**p + sin_t**p + 1e-12) ** (-1.0 / p)
-            elif kind == 2:  # polygon: the edge whose angular sector holds the ray
-                polygon_radius = np.zeros(angle.shape, dtype=np.float32)
-                cos_a, sin_a = np.cos(angle), np.sin(angle)
-                for side in range(_MAX_POLYGON_SIDES):
-                    start = vertex_angles[which, side].astype(np.float32)[expand]
-                    width = sector_widths[which, side].astype(np.float32)[expand]
-                    in_sector = np.mod(angle - start, 2.0 * np.pi) < width + 1e-5
-                    edge_x = edges[which, side, 0].astype(np.float32)[expand]
-                    edge_y = edges[which, side, 1].astype(np.float32)[expand]
-                    denominator = cos_a * edge_y - sin_a * edge_x
-                    moment = edge_moments[which, side].astype(np.float32)[expand]
-                    distance = moment / np.where(np.abs(denominator) > 1e-9, denominator, 1e-9)
-                    polygon_radius = np.where(in_sector, distance, polygon_radius)
-                radius[rows] = polygon_radius
-            else:  # Fourier blob
-                wobble = np.zeros(angle.shape, dtype=np.float32)
-                for h, harmonic in enumerate(harmonics):
-                    wobble += amplitudes[which, h].astype(np.float32)[expand] * np.cos(
-                        harmonic * angle + phases[which, h].astype(np.float32)[expand]
-                    )
-                radius[rows] = 1.0 + wobble
-        return radius
-
-    return radius_fn
-
-
 def _object_textures(
     rng: np.random.Generator,
     num_images: int,
@@ -198,11 +105,7 @@ def _object_textures(
     local_u, local_v: [N, R, R] object-frame coordinates (object scale ~ 1).
     Returns [N, R, R, 3] float32 in [0, 1].
     """
-    base = _hsv_to_rgb(
-        _uniform(rng, 0.0, 1.0, num_images),
-        _uniform(rng, 0.55, 1.0, num_images),
-        _uniform(rng, 0.45, 1.0, num_images),
-    )
+    base = _object_colours(rng, num_images)
     accent = _hsv_to_rgb(
         _uniform(rng, 0.0, 1.0, num_images),
         _uniform(rng, 0.4, 1.0, num_images),
@@ -228,6 +131,50 @@ def _object_textures(
     mix = (strength * pattern)[..., None]
     texture = (1.0 - mix) * base[:, None, None, :] + mix * accent[:, None, None, :]
     return np.clip(texture * shading[..., None], 0.0, 1.0).astype(np.float32)
+
+
+def _object_colours(rng: np.random.Generator, count: int) -> np.ndarray:
+    """[N, 3] float32 saturated colours in [0, 1], the objects' base colour distribution."""
+    return _hsv_to_rgb(
+        _uniform(rng, 0.0, 1.0, count),
+        _uniform(rng, 0.55, 1.0, count),
+        _uniform(rng, 0.45, 1.0, count),
+    )
+
+
+def _draw_single_objects(
+    rng: np.random.Generator, num_images: int
+) -> tuple[PlacedShapes, np.ndarray]:
+    """One shape per image covering 10-40% of it, inside the image when it fits (else centred
+    on that axis and clipped symmetrically). Returns (shapes, drawn area fraction [N])."""
+    shape_ids = rng.integers(0, len(SHAPE_TYPES), num_images)
+    parameters = synthetic_shapes.draw_shape_parameters(rng, shape_ids)
+    boundary_theta, unit_radius = synthetic_shapes.unit_boundary(parameters)
+    area_fraction = _uniform(rng, MIN_AREA_FRACTION, MAX_AREA_FRACTION, num_images)
+    scale = np.sqrt(area_fraction / synthetic_shapes.unit_area(unit_radius)).astype(np.float32)
+    rotation = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
+    # Extent of the rotated, scaled boundary along x and y.
+    boundary_angle = boundary_theta + rotation[:, None]
+    extent_x = np.max(np.abs(np.cos(boundary_angle)) * unit_radius, axis=1) * scale
+    extent_y = np.max(np.abs(np.sin(boundary_angle)) * unit_radius, axis=1) * scale
+    centre_draw = _uniform(rng, 0.0, 1.0, (2, num_images))
+    room_x = np.maximum(0.5 - extent_x, 0.0)
+    room_y = np.maximum(0.5 - extent_y, 0.0)
+    centre_x = 0.5 + (2.0 * centre_draw[0] - 1.0) * room_x
+    centre_y = 0.5 + (2.0 * centre_draw[1] - 1.0) * room_y
+    return PlacedShapes(parameters, scale, rotation, centre_x, centre_y), area_fraction
+
+
+def _to_uint8_image(composite: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8, rounded."""
+    return np.clip(np.rint(composite * 255.0), 0, 255).astype(np.uint8)
+
+
+def _quantise_mask(coverage: np.ndarray) -> np.ndarray:
+    """Coverage in [0, 1] -> uint8 in [0, 255] with `mask >= 128` iff `coverage > 0.5`."""
+    quantised = np.rint(coverage * 255.0)
+    quantised = np.where(coverage > 0.5, np.maximum(quantised, 128), np.minimum(quantised, 127))
+    return quantised.astype(np.uint8)
 
 
 def render_synthetic_objects(
@@ -269,60 +216,20 @@ def render_synthetic_objects(
     # fields consume resolution-dependent numbers of draws).
     background_rng, shape_rng, texture_rng = rng.spawn(3)
     background = _render_backgrounds(background_rng, num_images, resolution, background_noise)
-
-    shape_ids = shape_rng.integers(0, len(SHAPE_TYPES), num_images)
-    radius_fn = _radial_functions(shape_rng, shape_ids)
-    everyone = np.arange(num_images)
-    boundary_theta = np.broadcast_to(
-        np.linspace(0.0, 2.0 * np.pi, _NUM_BOUNDARY_ANGLES, endpoint=False, dtype=np.float32),
-        (num_images, _NUM_BOUNDARY_ANGLES),
-    )
-    unit_radius = radius_fn(boundary_theta, everyone)
-    unit_area = 0.5 * np.mean(unit_radius**2, axis=1) * 2.0 * np.pi
-    area_fraction = _uniform(shape_rng, MIN_AREA_FRACTION, MAX_AREA_FRACTION, num_images)
-    scale = np.sqrt(area_fraction / unit_area).astype(np.float32)
-    rotation = _uniform(shape_rng, 0.0, 2.0 * np.pi, num_images)
-    # Extent of the rotated, scaled boundary along x and y; centres keep the object inside the
-    # image when it fits (else it is centred on that axis and clipped symmetrically).
-    boundary_angle = boundary_theta + rotation[:, None]
-    extent_x = np.max(np.abs(np.cos(boundary_angle)) * unit_radius, axis=1) * scale
-    extent_y = np.max(np.abs(np.sin(boundary_angle)) * unit_radius, axis=1) * scale
-    centre_draw = _uniform(shape_rng, 0.0, 1.0, (2, num_images))
-    room_x = np.maximum(0.5 - extent_x, 0.0)
-    room_y = np.maximum(0.5 - extent_y, 0.0)
-    centre_x = 0.5 + (2.0 * centre_draw[0] - 1.0) * room_x
-    centre_y = 0.5 + (2.0 * centre_draw[1] - 1.0) * room_y
-
-    y, x = _pixel_grid(resolution)
-    dx = x[None] - centre_x[:, None, None]
-    dy = y[None] - centre_y[:, None, None]
-    cos_r, sin_r = np.cos(rotation)[:, None, None], np.sin(rotation)[:, None, None]
-    local_u = (cos_r * dx + sin_r * dy) / scale[:, None, None]
-    local_v = (-sin_r * dx + cos_r * dy) / scale[:, None, None]
-    rho = np.sqrt(local_u**2 + local_v**2)
-    theta = np.arctan2(local_v, local_u)
-    level = rho / radius_fn(theta, everyone) - 1.0
-    # |grad level| per pixel from central differences (one-sided at the border).
-    grad_y, grad_x = np.gradient(level, axis=(1, 2))
-    grad_norm = np.maximum(np.sqrt(grad_x**2 + grad_y**2), 1e-6)
-    coverage = np.clip(0.5 - level / grad_norm, 0.0, 1.0).astype(np.float32)
-    # Exactness at the threshold: a pixel centre is inside iff level < 0 iff coverage > 0.5.
+    shapes, area_fraction = _draw_single_objects(shape_rng, num_images)
+    local_u, local_v = synthetic_shapes.shape_frames(shapes, resolution)
+    coverage = synthetic_shapes.shape_coverage(shapes.parameters, local_u, local_v)
     foreground = _object_textures(texture_rng, num_images, resolution, local_u, local_v)
 
     alpha = coverage[..., None]
     composite = alpha * foreground + (1.0 - alpha) * background
-    image = np.clip(np.rint(composite * 255.0), 0, 255).astype(np.uint8)
-    # Quantise so that `mask >= 128` keeps exactly the pixels with coverage > 0.5.
-    quantised = np.rint(coverage * 255.0)
-    quantised = np.where(coverage > 0.5, np.maximum(quantised, 128), np.minimum(quantised, 127))
-    mask = quantised.astype(np.uint8)[..., None]
-    result = {"image": image, "mask": mask}
+    result = {"image": _to_uint8_image(composite), "mask": _quantise_mask(coverage)[..., None]}
     if return_layers:
         result.update(
             background=background,
             foreground=foreground,
             coverage=coverage,
-            shape_id=shape_ids,
+            shape_id=shapes.parameters.shape_ids,
             area_fraction=area_fraction,
         )
     return result
