@@ -1,11 +1,13 @@
-"""Tests of the synthetic objects renderer and its tfds builder."""
+"""Tests of the synthetic objects renderer (both background types) and its
+tfds builder."""
 
 import numpy as np
 import pytest
 import synthetic_reference
 import tensorflow_datasets as tfds
 
-from ilsgan_jax.data import synthetic_builder, synthetic_render
+from ilsgan_jax.data import config as config_lib
+from ilsgan_jax.data import sources, synthetic_builder, synthetic_render
 
 
 def _render(seed: int, count: int, resolution: int) -> dict[str, np.ndarray]:
@@ -243,4 +245,161 @@ def test_builder_prepares_offline_the_rendered_examples(tmp_path):
     np.testing.assert_array_equal(masks, masks_again)
     images_other_seed, _ = _as_sorted_arrays(_prepare(tmp_path / "c", seed=2), "train")
     assert not np.array_equal(images, images_other_seed)
+
+
+# ---------------------------------------------------------------------------- structured
+
+
+def _render_both(seed: int, count: int, resolution: int, noise: float = 1.0):
+    return [
+        synthetic_render.render_synthetic_objects(
+            np.random.default_rng(seed),
+            count,
+            resolution,
+            return_layers=True,
+            background_noise=noise,
+            background_type=background_type,
+        )
+        for background_type in ("noise", "structured")
+    ]
+
+
+@pytest.fixture(scope="module")
+def both32():
+    return _render_both(seed=7, count=256, resolution=32)
+
+
+def _most_common_colour_fraction(image: np.ndarray, outside: np.ndarray) -> float:
+    """Share of the image taken by the most frequent exact colour among `outside` pixels."""
+    pixels = image[outside].astype(np.int64)
+    codes = (pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2]
+    return np.unique(codes, return_counts=True)[1].max() / outside.size
+
+
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    brightest = rgb.max(-1)
+    return (brightest - rgb.min(-1)) / np.maximum(brightest, 1e-6)
+
+
+def test_structured_backgrounds_keep_the_objects_and_their_exact_masks(both32):
+    noise, structured = both32
+    for key in ("foreground", "coverage", "mask", "shape_id", "area_fraction"):
+        np.testing.assert_array_equal(structured[key], noise[key], err_msg=key)
+    # The structures are painted over the 'noise' background and nowhere else.
+    untouched = structured["structure_coverage"] == 0.0
+    np.testing.assert_array_equal(
+        structured["background"][untouched], noise["background"][untouched]
+    )
+    # The image is the object under the mask and the structured background elsewhere: the mask
+    # marks the object's pixels only, none of the structures.
+    image = structured["image"].astype(np.float64)
+    mask = structured["mask"][..., 0]
+    inside, outside = mask == 255, mask == 0
+    np.testing.assert_allclose(
+        image[inside], np.rint(structured["foreground"][inside] * 255.0), atol=1.0
+    )
+    np.testing.assert_allclose(
+        image[outside], np.rint(structured["background"][outside] * 255.0), atol=1.0
+    )
+    np.testing.assert_array_equal(mask >= 128, structured["coverage"] > 0.5)
+
+
+def test_structured_backgrounds_have_large_flat_regions(both32):
+    """Most images have a flat-coloured region of a fifth of the image; the noise type none."""
+    fractions = {}
+    for name, batch in zip(("noise", "structured"), both32, strict=True):
+        outside = batch["mask"][..., 0] == 0
+        fractions[name] = np.array(
+            [_most_common_colour_fraction(batch["image"][i], outside[i]) for i in range(256)]
+        )
+    assert fractions["noise"].max() < 0.02
+    assert np.median(fractions["structured"]) > 0.2
+    assert np.percentile(fractions["structured"], 10) > 0.1
+    # The structures take a large part of every image.
+    covered = both32[1]["structure_coverage"].mean(axis=(1, 2))
+    assert np.percentile(covered, 1) > 0.3 and np.median(covered) > 0.55
+
+
+def test_structured_backgrounds_have_sharp_edges():
+    """Without noise the 'noise' backgrounds are smooth ramps (no pixel-to-pixel jump above 0.1);
+    every structured background has at least R such jumps (an edge across the image)."""
+    resolution = 32
+    for name, batch in zip(
+        ("noise", "structured"), _render_both(3, 128, resolution, noise=0.0), strict=True
+    ):
+        background = batch["background"]
+        jumps = (np.abs(np.diff(background, axis=1)).max(-1) > 0.1).sum(axis=(1, 2))
+        jumps += (np.abs(np.diff(background, axis=2)).max(-1) > 0.1).sum(axis=(1, 2))
+        if name == "noise":
+            assert jumps.max() == 0
+        else:
+            assert jumps.min() >= resolution and np.median(jumps) > 4 * resolution
+
+
+def test_structures_have_object_colours(both32):
+    noise, structured = both32
+    object_saturation = _saturation(structured["foreground"])[structured["coverage"] > 0.5].mean()
+    solid = structured["structure_coverage"] > 0.99
+    structure_saturation = _saturation(structured["background"])[solid].mean()
+    assert abs(structure_saturation - object_saturation) < 0.1
+    assert _saturation(noise["background"]).mean() < object_saturation - 0.3
+    # Still independent of the object: structure colour vs object colour, per image.
+    weights = (structured["coverage"] > 0.5)[..., None]
+    object_colour = (structured["foreground"] * weights).sum((1, 2)) / weights.sum((1, 2))
+    structure_colour = (structured["background"] * solid[..., None]).sum((1, 2)) / np.maximum(
+        solid.sum((1, 2)), 1
+    )[:, None]
+    for channel in range(3):
+        correlation = np.corrcoef(object_colour[:, channel], structure_colour[:, channel])[0, 1]
+        assert abs(correlation) < 0.2
+
+
+def test_structured_backgrounds_are_deterministic_from_the_seed():
+    def render(seed):
+        return synthetic_render.render_synthetic_objects(
+            np.random.default_rng(seed), 6, 32, background_type="structured"
+        )["image"]
+
+    np.testing.assert_array_equal(render(1), render(1))
+    assert np.mean(render(1) != render(2)) > 0.5
+
+
+def test_structured_background_names_its_own_builder_config():
+    structured = synthetic_builder.make_builder_config(
+        32, 10, 5, 0, background_noise=0.25, background_type="structured"
+    )
+    assert structured.name == "r32_train10_test5_seed0_noise0.25_structured"
+    assert synthetic_builder.make_builder_config(32, 10, 5, 0).description.endswith("x1")
+    chunk = synthetic_builder.render_split_chunk(structured, "test", 0)
+    expected = synthetic_render.render_synthetic_objects(
+        np.random.default_rng([0, 1, 0]),
+        5,
+        32,
+        background_noise=0.25,
+        background_type="structured",
+    )
+    for key in ("image", "mask"):
+        np.testing.assert_array_equal(chunk[key], expected[key])
+    data_config = config_lib.default_data_config()
+    assert data_config.synthetic_background == "noise"
+    data_config.synthetic_background = "structured"
+    assert sources.synthetic_builder_of(data_config).builder_config.name.endswith("_structured")
+    with pytest.raises(ValueError, match="data.synthetic_background must be one of"):
+        synthetic_builder.make_builder_config(32, 10, 5, 0, background_type="stripes")
+    with pytest.raises(ValueError, match="background_type"):
+        synthetic_render.render_synthetic_objects(
+            np.random.default_rng(0), 2, 16, background_type="stripes"
+        )
+
+
+def test_builder_prepares_the_structured_variant(tmp_path):
+    config = synthetic_builder.make_builder_config(16, 40, 8, 3, background_type="structured")
+    builder = synthetic_builder.SyntheticObjects(config=config, data_dir=str(tmp_path))
+    builder.download_and_prepare()
+    assert builder.info.splits["train"].num_examples == 40
+    images, masks = _as_sorted_arrays(builder, "train")
+    chunk = synthetic_builder.render_split_chunk(config, "train", 0)
+    order = sorted(range(40), key=lambda i: chunk["image"][i].tobytes())
+    np.testing.assert_array_equal(images, chunk["image"][order])
+    np.testing.assert_array_equal(masks, chunk["mask"][order])
 

@@ -42,6 +42,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     # 'synthetic' only: amplitude multiplier of the backgrounds' band-limited noise (>= 0; 1 =
     # the data set as specified, other values get their own tfds config and cache directory).
     config.synthetic_background_noise = 1.0
+    # 'synthetic' only: the backgrounds, 'noise' (muted gradients and band-limited noise: the
+    # data set as specified) or 'structured' (the same with large sharp-edged bands, half-planes
+    # and blobs in object colours painted over it, which a foreground layer can swallow; the
+    # masks are the objects' alone). 'structured' gets its own tfds config and cache directory.
+    config.synthetic_background = "noise"
     # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
     # few names); False raises a ValueError naming the first bad file.
     config.skip_corrupt = True

@@ -69,6 +69,7 @@ def synthetic_builder_of(data_config) -> synthetic_builder.SyntheticObjects:
         int(data_config.synthetic_test_size),
         int(data_config.synthetic_seed),
         float(data_config.synthetic_background_noise),
+        str(data_config.synthetic_background),
     )
     return synthetic_builder.SyntheticObjects(config=config, data_dir=data_dir_of(data_config))
 

@@ -1,8 +1,10 @@
 """tfds builder of the synthetic objects data set (see synthetic_render.py); no download.
 
-Each combination of (resolution, train size, test size, seed, background noise) is its own
-BuilderConfig, named `r{R}_train{N}_test{M}_seed{S}` (plus `_noise{X}` when the background noise
-is not x1), so several variants live side by side in one data_dir.
+Each combination of (resolution, train size, test size, seed, background noise, background type)
+is its own BuilderConfig, named `r{R}_train{N}_test{M}_seed{S}` plus `_noise{X}` when the
+background noise is not x1 and `_structured` for the structured backgrounds (e.g.
+`r32_train10000_test500_seed0_noise0.25_structured`), so several variants live side by side in
+one data_dir.
 """
 
 import dataclasses
@@ -20,17 +22,24 @@ _SPLIT_STREAMS = {"train": 0, "test": 1}
 @dataclasses.dataclass
 class SyntheticObjectsConfig(tfds.core.BuilderConfig):
     """resolution: image side in pixels (power of two, 16..256); sizes in images; seed: int;
-    background_noise: amplitude multiplier of the backgrounds' band-limited noise (>= 0)."""
+    background_noise: amplitude multiplier of the backgrounds' band-limited noise (>= 0);
+    background_type: one of synthetic_render.BACKGROUND_TYPES ('noise', 'structured')."""
 
     resolution: int = 64
     train_size: int = 20_000
     test_size: int = 1_000
     seed: int = 0
     background_noise: float = 1.0
+    background_type: str = "noise"
 
 
 def make_builder_config(
-    resolution: int, train_size: int, test_size: int, seed: int, background_noise: float = 1.0
+    resolution: int,
+    train_size: int,
+    test_size: int,
+    seed: int,
+    background_noise: float = 1.0,
+    background_type: str = "noise",
 ) -> SyntheticObjectsConfig:
     """The BuilderConfig for one variant, validated (ValueError naming the bad field)."""
     if resolution not in (16, 32, 64, 128, 256):
@@ -41,22 +50,31 @@ def make_builder_config(
     if seed < 0:
         raise ValueError(f"data.synthetic_seed must be >= 0, got {seed}")
     if not background_noise >= 0.0:  # also rejects NaN
+        raise ValueError(f"data.synthetic_background_noise must be >= 0, got {background_noise}")
+    if background_type not in synthetic_render.BACKGROUND_TYPES:
         raise ValueError(
-            f"data.synthetic_background_noise must be >= 0, got {background_noise}"
+            f"data.synthetic_background must be one of {synthetic_render.BACKGROUND_TYPES}, "
+            f"got {background_type!r}"
         )
-    # The noise level is part of the name (and so of the cache path) unless it is the default.
+    # The noise level and the background type are part of the name (and so of the cache path)
+    # unless they are the defaults.
     noise_suffix = "" if background_noise == 1.0 else f"_noise{background_noise:g}"
+    type_suffix = "" if background_type == "noise" else f"_{background_type}"
     return SyntheticObjectsConfig(
-        name=f"r{resolution}_train{train_size}_test{test_size}_seed{seed}{noise_suffix}",
+        name=(
+            f"r{resolution}_train{train_size}_test{test_size}_seed{seed}{noise_suffix}{type_suffix}"
+        ),
         description=(
             f"{resolution}px, {train_size} train / {test_size} test images, seed {seed}, "
             f"background noise x{background_noise:g}"
+            + ("" if background_type == "noise" else f", {background_type} backgrounds")
         ),
         resolution=resolution,
         train_size=train_size,
         test_size=test_size,
         seed=seed,
         background_noise=float(background_noise),
+        background_type=background_type,
     )
 
 
@@ -69,7 +87,11 @@ def render_split_chunk(
     count = min(_CHUNK_SIZE, size - start)
     rng = np.random.default_rng([config.seed, _SPLIT_STREAMS[split], chunk_index])
     return synthetic_render.render_synthetic_objects(
-        rng, count, config.resolution, background_noise=config.background_noise
+        rng,
+        count,
+        config.resolution,
+        background_noise=config.background_noise,
+        background_type=config.background_type,
     )
 
 

@@ -1,15 +1,24 @@
-"""Procedural images of one textured object over a textured background, with exact masks.
+"""Procedural images of textured objects over a textured background, with exact masks.
 
 A plain, vectorised NumPy renderer (no TensorFlow) that the tfds builder calls in chunks; the
 geometry (shapes, anti-aliased coverage) lives in synthetic_shapes.py.
 
-Backgrounds: a smooth two-colour gradient in a random direction plus band-limited noise (a
-log-Gaussian band around a random spatial frequency) in random colours; background colours are
-muted (low saturation). Objects: one star-shaped region per image, an ellipse, a superellipse, a
-convex polygon or a Fourier blob, covering 10-40% of the image, at a position drawn independently
-of everything else, coloured with saturated random colours, a linear shading ramp and a texture
-(stripes or band-limited noise) that moves with the object. Object and background parameters are
-drawn from separate random streams, so the two layers are statistically independent.
+Backgrounds, by type:
+  'noise': a smooth two-colour gradient in a random direction plus band-limited noise (a
+    log-Gaussian band around a random spatial frequency) in random colours; background colours
+    are muted (low saturation).
+  'structured': the 'noise' background with large sharp-edged structures painted over it, in
+    the objects' saturated colours: a half-plane behind a straight edge through the central
+    region (always), then two slots that each hold, with probability 0.75, a band crossing the
+    image or a big star-shaped blob (25-60% of the image, centred anywhere, so often cut by the
+    border), flat-coloured or (half the blobs) textured like an object. A layered generator can
+    explain such structures, or parts of them, with its foreground layer; the mask stays the
+    object's alone.
+Objects: one star-shaped region per image, an ellipse, a superellipse, a convex polygon or a
+Fourier blob, covering 10-40% of the image, at a position drawn independently of everything
+else, coloured with saturated random colours, a linear shading ramp and a texture (stripes or
+band-limited noise) that moves with the object. Object and background parameters are drawn from
+separate random streams, so the two layers are statistically independent.
 
 The image is `coverage * object + (1 - coverage) * background`, with the analytic anti-aliased
 coverage of synthetic_shapes (`coverage > 0.5` is exactly the set of pixel centres inside the
@@ -23,8 +32,12 @@ from ilsgan_jax.data import synthetic_shapes
 from ilsgan_jax.data.synthetic_shapes import SHAPE_TYPES, PlacedShapes
 from ilsgan_jax.data.synthetic_shapes import uniform as _uniform
 
+BACKGROUND_TYPES = ("noise", "structured")
 MIN_AREA_FRACTION = 0.10
 MAX_AREA_FRACTION = 0.40
+# 'structured' backgrounds: slots of bands / blobs over the half-plane, and their probability.
+_NUM_STRUCTURE_SLOTS = 2
+_STRUCTURE_PROBABILITY = 0.75
 
 
 def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -142,6 +155,106 @@ def _object_colours(rng: np.random.Generator, count: int) -> np.ndarray:
     )
 
 
+def _half_plane_layer(
+    rng: np.random.Generator, num_images: int, resolution: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A half-plane behind a straight edge through a point of the central region, flat coloured.
+
+    Returns (coverage [N, R, R] float32 in [0, 1], colour [N, 1, 1, 3] float32).
+    """
+    angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
+    point = _uniform(rng, 0.35, 0.65, (2, num_images))
+    distance = synthetic_shapes.line_distance(angle, point[0], point[1], resolution)
+    colour = _object_colours(rng, num_images)[:, None, None, :]
+    return synthetic_shapes.distance_coverage(distance), colour
+
+
+def _band_coverage(rng: np.random.Generator, num_images: int, resolution: int) -> np.ndarray:
+    """A straight band crossing the image, 10-24% of the side wide: [N, R, R] coverage."""
+    angle = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
+    point = _uniform(rng, 0.2, 0.8, (2, num_images))
+    half_width = _uniform(rng, 0.05, 0.12, num_images)
+    distance = synthetic_shapes.line_distance(angle, point[0], point[1], resolution)
+    half_width_pixels = half_width[:, None, None] * np.float32(resolution)
+    return synthetic_shapes.distance_coverage(np.abs(distance) - half_width_pixels)
+
+
+def _big_blobs(
+    rng: np.random.Generator, num_images: int, resolution: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A star-shaped shape of the objects' family, 25-60% of the image, centred anywhere.
+
+    Returns (coverage, local_u, local_v), each [N, R, R] float32 (frames as shape_frames).
+    """
+    shape_ids = rng.integers(0, len(SHAPE_TYPES), num_images)
+    parameters = synthetic_shapes.draw_shape_parameters(rng, shape_ids)
+    _, unit_radius = synthetic_shapes.unit_boundary(parameters)
+    area_fraction = _uniform(rng, 0.25, 0.6, num_images)
+    scale = np.sqrt(area_fraction / synthetic_shapes.unit_area(unit_radius)).astype(np.float32)
+    rotation = _uniform(rng, 0.0, 2.0 * np.pi, num_images)
+    centre = _uniform(rng, 0.0, 1.0, (2, num_images))
+    shapes = PlacedShapes(parameters, scale, rotation, centre[0], centre[1])
+    local_u, local_v = synthetic_shapes.shape_frames(shapes, resolution)
+    return synthetic_shapes.shape_coverage(parameters, local_u, local_v), local_u, local_v
+
+
+def _structure_layer(
+    rng: np.random.Generator, num_images: int, resolution: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One slot: with probability 0.75 a band or (equally likely) a big blob, flat coloured in an
+    object colour; half the blobs carry an object texture instead.
+
+    Returns (coverage [N, R, R], colour [N, R, R, 3]), float32 in [0, 1].
+    """
+    present = _uniform(rng, 0.0, 1.0, num_images) < _STRUCTURE_PROBABILITY
+    use_band = _uniform(rng, 0.0, 1.0, num_images) < 0.5
+    textured = ~use_band & (_uniform(rng, 0.0, 1.0, num_images) < 0.5)
+    band = _band_coverage(rng, num_images, resolution)
+    blob, local_u, local_v = _big_blobs(rng, num_images, resolution)
+    flat = _object_colours(rng, num_images)[:, None, None, :]
+    texture = _object_textures(rng, num_images, resolution, local_u, local_v)
+    coverage = np.where(use_band[:, None, None], band, blob) * present[:, None, None]
+    colour = np.where(textured[:, None, None, None], texture, flat)
+    return coverage.astype(np.float32), colour.astype(np.float32)
+
+
+def _paint_structures(
+    rng: np.random.Generator, backgrounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paints the half-plane, then the structure slots, over backgrounds [N, R, R, 3].
+
+    Returns (backgrounds [N, R, R, 3] float32 in [0, 1], structure coverage [N, R, R] float32:
+    the union of the structures' coverages, 1 - prod(1 - coverage)).
+    """
+    num_images, resolution = backgrounds.shape[:2]
+    half_plane_rng, *slot_rngs = rng.spawn(1 + _NUM_STRUCTURE_SLOTS)
+    layers = [_half_plane_layer(half_plane_rng, num_images, resolution)]
+    layers += [_structure_layer(slot_rng, num_images, resolution) for slot_rng in slot_rngs]
+    uncovered = np.ones(backgrounds.shape[:3], np.float32)
+    for coverage, colour in layers:
+        alpha = coverage[..., None]
+        backgrounds = alpha * colour + (1.0 - alpha) * backgrounds
+        uncovered *= 1.0 - coverage
+    return np.clip(backgrounds, 0.0, 1.0).astype(np.float32), 1.0 - uncovered
+
+
+def _background_layer(
+    rng: np.random.Generator,
+    background_rng: np.random.Generator,
+    num_images: int,
+    resolution: int,
+    background_noise: float,
+    background_type: str,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The backgrounds [N, R, R, 3] of `background_type` and, for 'structured', the structures'
+    coverage [N, R, R] (else None). `background_rng` draws the 'noise' part; the structures come
+    from a further stream of `rng`, so the other layers are those of the 'noise' type."""
+    backgrounds = _render_backgrounds(background_rng, num_images, resolution, background_noise)
+    if background_type == "noise":
+        return backgrounds, None
+    return _paint_structures(rng.spawn(1)[0], backgrounds)
+
+
 def _draw_single_objects(
     rng: np.random.Generator, num_images: int
 ) -> tuple[PlacedShapes, np.ndarray]:
@@ -177,12 +290,24 @@ def _quantise_mask(coverage: np.ndarray) -> np.ndarray:
     return quantised.astype(np.uint8)
 
 
+def _check_common_arguments(resolution: int, background_noise: float, background_type: str):
+    if resolution < 8:
+        raise ValueError(f"resolution must be >= 8, got {resolution}")
+    if not background_noise >= 0.0:
+        raise ValueError(f"background_noise must be >= 0, got {background_noise}")
+    if background_type not in BACKGROUND_TYPES:
+        raise ValueError(
+            f"background_type must be one of {BACKGROUND_TYPES}, got {background_type!r}"
+        )
+
+
 def render_synthetic_objects(
     rng: np.random.Generator,
     num_images: int,
     resolution: int,
     return_layers: bool = False,
     background_noise: float = 1.0,
+    background_type: str = "noise",
 ) -> dict[str, np.ndarray]:
     """Renders `num_images` images of one object over a background.
 
@@ -194,6 +319,9 @@ def render_synthetic_objects(
       background_noise: >= 0, multiplies the amplitudes of the backgrounds' band-limited noise
         (coarse coloured 0.04-0.12 and fine 0.02-0.08 of the [0, 1] range at x1); the other
         draws do not depend on it.
+      background_type: one of BACKGROUND_TYPES (module docstring). 'structured' renders the
+        same objects, masks and noise backgrounds as 'noise' and paints the structures over the
+        backgrounds.
 
     Returns:
       'image': [N, R, R, 3] uint8, the composite.
@@ -203,19 +331,19 @@ def render_synthetic_objects(
       With return_layers: 'background', 'foreground' [N, R, R, 3] float32 in [0, 1], 'coverage'
       [N, R, R] float32 in [0, 1], 'shape_id' [N] int (index into SHAPE_TYPES),
       'area_fraction' [N] float, the drawn area of the shape as a fraction of the image (before
-      any clipping at the image border).
+      any clipping at the image border); for 'structured' also 'structure_coverage' [N, R, R]
+      float32 in [0, 1], the background structures' coverage.
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
-    if resolution < 8:
-        raise ValueError(f"resolution must be >= 8, got {resolution}")
-    if not background_noise >= 0.0:
-        raise ValueError(f"background_noise must be >= 0, got {background_noise}")
+    _check_common_arguments(resolution, background_noise, background_type)
     # Independent streams for the background, the shape and the object's texture: the layers
     # are independent by construction, and the shapes do not depend on the resolution (the noise
     # fields consume resolution-dependent numbers of draws).
     background_rng, shape_rng, texture_rng = rng.spawn(3)
-    background = _render_backgrounds(background_rng, num_images, resolution, background_noise)
+    background, structure_coverage = _background_layer(
+        rng, background_rng, num_images, resolution, background_noise, background_type
+    )
     shapes, area_fraction = _draw_single_objects(shape_rng, num_images)
     local_u, local_v = synthetic_shapes.shape_frames(shapes, resolution)
     coverage = synthetic_shapes.shape_coverage(shapes.parameters, local_u, local_v)
@@ -232,4 +360,6 @@ def render_synthetic_objects(
             shape_id=shapes.parameters.shape_ids,
             area_fraction=area_fraction,
         )
+        if structure_coverage is not None:
+            result.update(structure_coverage=structure_coverage)
     return result
