@@ -1,4 +1,4 @@
-"""Tests of the synthetic objects renderer (both background types) and its
+"""Tests of the synthetic objects renderer (both background types, multi-object scenes) and its
 tfds builder."""
 
 import numpy as np
@@ -403,3 +403,42 @@ def test_builder_prepares_the_structured_variant(tmp_path):
     np.testing.assert_array_equal(images, chunk["image"][order])
     np.testing.assert_array_equal(masks, chunk["mask"][order])
 
+
+# ---------------------------------------------------------------------------- scenes
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_multi_object_scene_masks_are_exact_and_disjoint(count):
+    resolution = 64
+    scene = synthetic_render.render_multi_object_scene(
+        np.random.default_rng(count), count, resolution, return_layers=True
+    )
+    image, masks, coverage = scene["image"], scene["masks"], scene["coverage"]
+    assert image.shape == (resolution, resolution, 3) and image.dtype == np.uint8
+    assert masks.shape == (resolution, resolution, count) and masks.dtype == np.uint8
+    binary = masks >= 128
+    np.testing.assert_array_equal(binary, np.moveaxis(coverage > 0.5, 0, -1))
+    # Apart: no pixel, edge pixels included, is touched by two objects.
+    assert (masks > 0).sum(-1).max() <= 1
+    # Every object is there, about its drawn size (total_area / K x 0.8..1.2, whole objects).
+    areas = binary.mean(axis=(0, 1))
+    assert np.all(areas > 0.2 / count * 0.8 - 0.02) and np.all(areas < 0.2 / count * 1.2 + 0.02)
+    # The image is object k under mask k and the background where no mask is.
+    for k in range(count):
+        solid = masks[..., k] == 255
+        np.testing.assert_allclose(
+            image[solid], np.rint(scene["foreground"][k][solid] * 255.0), atol=1.0
+        )
+    empty = masks.max(-1) == 0
+    np.testing.assert_allclose(image[empty], np.rint(scene["background"][empty] * 255.0), atol=1.0)
+
+
+def test_multi_object_scene_is_deterministic_and_checks_its_arguments():
+    first = synthetic_render.render_multi_object_scene(np.random.default_rng(5), 3, 32)
+    again = synthetic_render.render_multi_object_scene(np.random.default_rng(5), 3, 32)
+    for key in ("image", "masks"):
+        np.testing.assert_array_equal(first[key], again[key])
+    with pytest.raises(ValueError, match="total_area"):
+        synthetic_render.render_multi_object_scene(np.random.default_rng(0), 2, 32, total_area=0.9)
+    with pytest.raises(ValueError, match="num_objects"):
+        synthetic_render.render_multi_object_scene(np.random.default_rng(0), 0, 32)

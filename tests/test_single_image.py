@@ -1,4 +1,5 @@
-"""The one-image random-crop source: shapes, range, determinism, resumption, crops, errors."""
+"""The one-image random-crop source: shapes, range, determinism, resumption, crops, errors; the
+built-in multi-object pictures and their per-object masks."""
 
 import itertools
 
@@ -7,7 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from ilsgan_jax.data import single_image
+from ilsgan_jax.data import builtin_images, single_image
 
 RES = 16
 
@@ -26,6 +27,7 @@ def image_file(tmp_path):
 def data_config(path, **overrides):
     fields = dict(
         image_path=path,
+        builtin_image=None,
         crop_fraction=(0.3, 0.6),
         resolution=RES,
         mirror=True,
@@ -48,7 +50,7 @@ def test_shapes_range_and_determinism(image_file):
     config = data_config(image_file)
     first = take(make(config), 3)
     again = take(make(config), 3)
-    for batch, repeat in zip(first, again):
+    for batch, repeat in zip(first, again, strict=True):
         assert batch.shape == (4, RES, RES, 3) and batch.dtype == np.float32
         assert batch.min() >= -1.0 and batch.max() <= 1.0
         np.testing.assert_array_equal(batch, repeat)
@@ -94,7 +96,9 @@ def test_flips_are_mirror_images(tmp_path):
     expected = array.astype(np.float32) * (2.0 / 255.0) - 1.0
     flipped = [bool(np.allclose(image, expected[:, ::-1], atol=1e-6)) for image in batch]
     plain = [bool(np.allclose(image, expected, atol=1e-6)) for image in batch]
-    assert all(f != p for f, p in zip(flipped, plain))  # each is exactly one of the two
+    assert all(
+        f != p for f, p in zip(flipped, plain, strict=True)
+    )  # each is exactly one of the two
     assert 0 < sum(flipped) < 16
 
 
@@ -135,3 +139,69 @@ def test_unreadable_file_raises(tmp_path):
 def test_bad_crop_fraction_raises(image_file, fraction):
     with pytest.raises(ValueError, match="data.crop_fraction"):
         make(data_config(image_file, crop_fraction=fraction))
+
+
+# ---------------------------------------------------------------------------- built-in pictures
+
+
+@pytest.mark.parametrize("name", sorted(builtin_images.BUILTIN_IMAGES))
+def test_builtin_pictures_have_k_disjoint_objects(name):
+    spec = builtin_images.BUILTIN_IMAGES[name]
+    picture = builtin_images.render_builtin_image(name)
+    side, count = spec.side, spec.num_objects
+    assert picture["image"].shape == (side, side, 3) and picture["image"].dtype == np.uint8
+    assert picture["masks"].shape == (side, side, count) and picture["masks"].dtype == np.uint8
+    binary = picture["masks"] >= 128
+    assert np.all(binary.sum(axis=(0, 1)) > 0.5 * spec.total_area / count * side**2)
+    assert (picture["masks"] > 0).sum(-1).max() <= 1  # disjoint, edge pixels included
+    np.testing.assert_array_equal(
+        picture["image"], builtin_images.render_builtin_image(name)["image"]
+    )
+
+
+def builtin_config(**overrides):
+    return data_config(None, **dict(dict(builtin_image="multi_object_k3"), **overrides))
+
+
+def test_builtin_picture_through_the_iterator_and_its_mask_crops():
+    config = builtin_config()
+    first, second = take(make(config), 2)
+    assert first.shape == (4, RES, RES, 3) and first.dtype == np.float32
+    assert first.min() >= -1.0 and first.max() <= 1.0
+    # The scoring crops are the stream's examples (step s, position i: index 4 s + i).
+    crops = single_image.crops_with_object_masks(config, seed=3, example_indices=np.arange(8))
+    assert crops["image"].shape == (8, RES, RES, 3) and crops["masks"].shape == (8, RES, RES, 3)
+    streamed = np.rint((np.concatenate([first, second]) + 1.0) * 127.5)
+    np.testing.assert_array_equal(crops["image"], streamed.astype(np.uint8))
+    # Some crop holds (part of) an object.
+    assert (crops["masks"] >= 128).any()
+
+
+def test_whole_picture_crop_keeps_the_masks_as_rendered():
+    config = builtin_config(crop_fraction=1.0, mirror=False, resolution=128)
+    crops = single_image.crops_with_object_masks(config, seed=0, example_indices=[5, 6])
+    picture = builtin_images.render_builtin_image("multi_object_k3")
+    np.testing.assert_array_equal(single_image.object_masks(config), picture["masks"])
+    for index in range(2):
+        np.testing.assert_array_equal(crops["image"][index], picture["image"])
+        np.testing.assert_array_equal(crops["masks"][index], picture["masks"])
+    # Flipped crops flip image and masks together.
+    flipped = single_image.crops_with_object_masks(
+        builtin_config(crop_fraction=1.0, resolution=128), seed=0, example_indices=np.arange(16)
+    )
+    for image, masks in zip(flipped["image"], flipped["masks"], strict=True):
+        as_rendered = np.array_equal(image, picture["image"])
+        assert as_rendered or np.array_equal(image, picture["image"][:, ::-1])
+        expected = picture["masks"] if as_rendered else picture["masks"][:, ::-1]
+        np.testing.assert_array_equal(masks, expected)
+
+
+def test_builtin_picture_errors(image_file):
+    with pytest.raises(ValueError, match="not both"):
+        make(builtin_config(image_path=image_file))
+    with pytest.raises(ValueError, match="data.builtin_image must be one of"):
+        make(builtin_config(builtin_image="multi_object_k9"))
+    with pytest.raises(ValueError, match="need data.builtin_image"):
+        single_image.object_masks(data_config(image_file))
+    with pytest.raises(ValueError, match="example_indices"):
+        single_image.crops_with_object_masks(builtin_config(), seed=0, example_indices=[-1])

@@ -47,6 +47,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     # and blobs in object colours painted over it, which a foreground layer can swallow; the
     # masks are the objects' alone). 'structured' gets its own tfds config and cache directory.
     config.synthetic_background = "noise"
+    # 'single_image' only: a built-in picture instead of data.image_path, a rendered scene with
+    # known per-object masks: 'multi_object_k2' / 'multi_object_k3' / 'multi_object_k4' (128 px,
+    # K objects over one background; builtin_images.py). None = read data.image_path.
+    config.builtin_image = config_dict.placeholder(str)
     # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
     # few names); False raises a ValueError naming the first bad file.
     config.skip_corrupt = True

@@ -10,8 +10,12 @@ to uint8 like a decoded file. Example `g` of step `s` is `s * global_batch + pro
 local_batch + i`, so the stream does not depend on the number of processes and resuming at step
 `s` simply starts the indices there (exact, free resumption).
 
-Config fields read (config.data): image_path, crop_fraction, resolution, mirror, prefetch,
-num_parallel_calls.
+The picture is a file (`data.image_path`) or a built-in scene with known per-object masks
+(`data.builtin_image`, see builtin_images.py); for a built-in one, `crops_with_object_masks` gives
+the stream's crops together with every object's mask cropped the same way, for scoring.
+
+Config fields read (config.data): image_path, builtin_image, crop_fraction, resolution, mirror,
+prefetch, num_parallel_calls.
 """
 
 import os
@@ -21,7 +25,7 @@ import numpy as np
 import PIL.Image
 import tensorflow as tf
 
-from ilsgan_jax.data import preprocess
+from ilsgan_jax.data import builtin_images, preprocess
 
 _SEED_MODULUS = 2**31 - 1
 
@@ -33,7 +37,10 @@ def load_image(path: str | None) -> np.ndarray:
       ValueError naming `data.image_path` and the file when it is unset, missing or unreadable.
     """
     if not path:
-        raise ValueError("data.image_path must name an image file for data.name='single_image'")
+        raise ValueError(
+            "data.image_path must name an image file (or data.builtin_image one of "
+            f"{sorted(builtin_images.BUILTIN_IMAGES)}) for data.name='single_image'"
+        )
     if not os.path.isfile(path):
         raise ValueError(f"data.image_path: no such file: {path}")
     try:
@@ -44,6 +51,39 @@ def load_image(path: str | None) -> np.ndarray:
     if array.ndim != 3 or min(array.shape[:2]) < 1:
         raise ValueError(f"data.image_path: {path} decodes to an empty image {array.shape}")
     return array
+
+
+def _builtin_name(data_config) -> str | None:
+    """data.builtin_image, or None; ValueError when both it and data.image_path are set."""
+    name = data_config.get("builtin_image")
+    if name and data_config.get("image_path"):
+        raise ValueError(
+            f"set one of data.image_path ({data_config.image_path!r}) and data.builtin_image "
+            f"({name!r}), not both"
+        )
+    return name or None
+
+
+def source_image(data_config) -> np.ndarray:
+    """The picture of `data.builtin_image` or, when that is unset, `data.image_path`: uint8
+    [H, W, 3]."""
+    name = _builtin_name(data_config)
+    if name is not None:
+        return builtin_images.render_builtin_image(name)["image"]
+    return load_image(data_config.get("image_path"))
+
+
+def _builtin_scene(data_config) -> dict[str, np.ndarray]:
+    name = _builtin_name(data_config)
+    if name is None:
+        raise ValueError("per-object masks need data.builtin_image (an image file has none)")
+    return builtin_images.render_builtin_image(name)
+
+
+def object_masks(data_config) -> np.ndarray:
+    """Per-object masks of the built-in picture: uint8 [H, W, K] in [0, 255] (see
+    builtin_images.render_builtin_image); ValueError for a picture from a file (no masks)."""
+    return _builtin_scene(data_config)["masks"]
 
 
 def check_crop_fraction(crop_fraction) -> tuple[float, float]:
@@ -66,10 +106,11 @@ def random_crop(
     resolution: int,
     mirror: bool,
 ) -> tf.Tensor:
-    """Example `example_index` of the stream: uint8 [R, R, 3].
+    """Example `example_index` of the stream: uint8 [R, R, C].
 
     Args:
-      image: uint8 [H, W, 3] tensor, the whole picture.
+      image: uint8 [H, W, C] tensor, the whole picture (C = 3; extra channels, such as object
+        masks stacked after the colours, are cropped, resized and flipped alike).
       example_index: int64 scalar tensor, the global example index g.
       seed: stream seed; crop_fraction: (low, high) of the crop side / shorter image side;
       resolution: R; mirror: random x-flips with probability 0.5.
@@ -90,7 +131,45 @@ def random_crop(
     )
     if mirror:
         crop = tf.cond(draws[3] < 0.5, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
-    return tf.ensure_shape(crop, (resolution, resolution, 3))
+    return tf.ensure_shape(crop, (resolution, resolution, image.shape[-1]))
+
+
+def crops_with_object_masks(
+    data_config, *, seed: int, example_indices: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The stream's examples `example_indices` with each object's mask cropped alike.
+
+    The masks are cropped, resized (the same antialiased bilinear resize) and flipped with the
+    image, so they are the per-object ground truth of exactly the crops the training stream
+    yields for these global indices and `seed` (the `seed` given to the iterator).
+
+    Args:
+      data_config: `config.data` with builtin_image, crop_fraction, resolution, mirror.
+      seed: the stream seed; example_indices: [N] int, global example indices (>= 0).
+
+    Returns:
+      'image': uint8 [N, R, R, 3], equal to the stream's crops; 'masks': uint8 [N, R, R, K] in
+      [0, 255] (threshold at 128 for binary masks; an object outside the crop has an empty mask).
+    """
+    scene = _builtin_scene(data_config)
+    picture = tf.constant(np.concatenate([scene["image"], scene["masks"]], axis=-1))
+    crop_fraction = check_crop_fraction(data_config.crop_fraction)
+    resolution, mirror = int(data_config.resolution), bool(data_config.mirror)
+    indices = np.asarray(example_indices, np.int64).reshape(-1)
+    if indices.size == 0 or indices.min() < 0:
+        raise ValueError("example_indices must be a non-empty array of indices >= 0")
+    crops = tf.data.Dataset.from_tensor_slices(indices).map(
+        lambda index: random_crop(
+            picture,
+            index,
+            seed=int(seed),
+            crop_fraction=crop_fraction,
+            resolution=resolution,
+            mirror=mirror,
+        )
+    )
+    crops = next(crops.batch(indices.size).as_numpy_iterator())
+    return {"image": crops[..., :3], "masks": crops[..., 3:]}
 
 
 def create_single_image_iterator(
@@ -102,13 +181,13 @@ def create_single_image_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless batches of random crops of `data_config.image_path` for this process.
+    """Endless batches of random crops of the picture (`source_image`) for this process.
 
     Same interface as input_pipeline.create_train_iterator.
 
     Args:
-      data_config: `config.data` with image_path, crop_fraction, resolution, mirror, prefetch,
-        num_parallel_calls.
+      data_config: `config.data` with image_path or builtin_image, crop_fraction, resolution,
+        mirror, prefetch, num_parallel_calls.
       global_batch_size: images per step over all processes; must divide by process_count.
       seed: crop and flip seed.
       start_step: the step training resumes at; the stream is exactly step 0's from there on.
@@ -135,7 +214,7 @@ def create_single_image_iterator(
     if resolution < 1:
         raise ValueError(f"data.resolution must be positive, got {resolution}")
     crop_fraction = check_crop_fraction(data_config.crop_fraction)
-    image = tf.constant(load_image(data_config.image_path))
+    image = tf.constant(source_image(data_config))
     local_batch_size = global_batch_size // process_count
     mirror = bool(data_config.mirror)
 
