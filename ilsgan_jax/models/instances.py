@@ -84,6 +84,40 @@ class InstanceLayeredGenerator(nn.Module):
         Returns:
           The dict of the module docstring.
         """
+        self._check_latents(z, mixing_z)
+        style_kwargs = dict(
+            mixing_cutoff=mixing_cutoff, truncation_psi=truncation_psi, update_w_avg=update_w_avg
+        )
+        background = StyleGenerator(
+            self.resolution, 3, name="background", **self._generator_kwargs()
+        )
+        bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
+        bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+
+        draw_instances = self._shared_providers if self.share_providers else self._own_providers
+        rgba, instance_w = draw_instances(z, mixing_z, style_kwargs, noise_mode)
+        provider_rgb = rgba[..., :3]
+        provider_mask = jax.nn.sigmoid(rgba[..., 3:])
+
+        layout_params, theta = self._layout(instance_w)
+        fg_rgb, mask = _warp_instances(provider_rgb, provider_mask, theta)
+        return {
+            "bg_rgb": bg_rgb,
+            "provider_rgb": provider_rgb,
+            "provider_mask": provider_mask,
+            "layout_params": layout_params,
+            "layout_theta": theta,
+            "fg_rgb": fg_rgb,
+            "mask": mask,
+            "union_mask": union_mask(mask),
+            "composite": composite_back_to_front(bg_rgb, fg_rgb, mask),
+        }
+
+    # Helpers of `__call__` (they create its submodules and parameters, so they run only inside
+    # it; `nn.nowrap` keeps them out of Flax's method wrapping).
+
+    @nn.nowrap
+    def _check_latents(self, z: jnp.ndarray, mixing_z: jnp.ndarray | None) -> None:
         num_instances = self.num_instances
         if num_instances < 1:
             raise ValueError(f"num_instances must be >= 1, got {num_instances}")
@@ -93,61 +127,76 @@ class InstanceLayeredGenerator(nn.Module):
             )
         if mixing_z is not None and mixing_z.shape != z.shape:
             raise ValueError(f"mixing_z must have z's shape {z.shape}, got {mixing_z.shape}")
-        n, _, z_dim = z.shape
-        size = self.resolution
-        generator_kwargs = dict(
+
+    @nn.nowrap
+    def _generator_kwargs(self) -> dict:
+        """The StyleGenerator settings shared by the background and the providers."""
+        return dict(
             w_dim=self.w_dim,
             mapping_layers=self.mapping_layers,
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
         )
-        style_kwargs = dict(
-            mixing_cutoff=mixing_cutoff, truncation_psi=truncation_psi, update_w_avg=update_w_avg
+
+    @nn.nowrap
+    def _shared_providers(self, z, mixing_z, style_kwargs, noise_mode):
+        """One provider for all instances, its input `z_k + e_k` (all instances as one batch).
+
+        Returns:
+          (rgba [N, K, R, R, 4] with the mask logit last, instance_w [N, K, w_dim]).
+        """
+        n, _, z_dim = z.shape
+        num_instances = self.num_instances
+        provider = StyleGenerator(self.resolution, 4, name="provider", **self._generator_kwargs())
+        embedding = self.param(
+            "provider_embedding", nn.initializers.normal(1.0), (num_instances, z_dim)
         )
 
-        def latent(array, index):
-            return None if array is None else array[:, index]
+        def flatten(array):  # [N, K + 1, D] -> instances as one batch [N * K, D]
+            return (array[:, 1:] + embedding[None]).reshape(n * num_instances, z_dim)
 
-        background = StyleGenerator(size, 3, name="background", **generator_kwargs)
-        bg_ws = _styles(background, z[:, 0], mixing_z=latent(mixing_z, 0), **style_kwargs)
-        bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+        ws = _styles(
+            provider,
+            flatten(z),
+            mixing_z=None if mixing_z is None else flatten(mixing_z),
+            **style_kwargs,
+        )
+        rgba = provider.synthesis(ws, noise_mode=noise_mode)
+        rgba = rgba.reshape((n, num_instances) + rgba.shape[1:])
+        instance_w = ws[:, 0].reshape(n, num_instances, -1)
+        return rgba, instance_w
 
-        if self.share_providers:
-            provider = StyleGenerator(size, 4, name="provider", **generator_kwargs)
-            embedding = self.param(
-                "provider_embedding", nn.initializers.normal(1.0), (num_instances, z_dim)
+    @nn.nowrap
+    def _own_providers(self, z, mixing_z, style_kwargs, noise_mode):
+        """One provider per instance, `provider<k>` drawing instance k from `z[:, k + 1]`.
+
+        Returns:
+          (rgba [N, K, R, R, 4] with the mask logit last, instance_w [N, K, w_dim]).
+        """
+        rgbas, instance_ws = [], []
+        for index in range(self.num_instances):
+            provider = StyleGenerator(
+                self.resolution, 4, name=f"provider{index}", **self._generator_kwargs()
             )
-
-            def flatten(array):  # [N, K + 1, D] -> instances as one batch [N * K, D]
-                return (array[:, 1:] + embedding[None]).reshape(n * num_instances, z_dim)
-
             ws = _styles(
                 provider,
-                flatten(z),
-                mixing_z=None if mixing_z is None else flatten(mixing_z),
+                z[:, index + 1],
+                mixing_z=_latent(mixing_z, index + 1),
                 **style_kwargs,
             )
-            rgba = provider.synthesis(ws, noise_mode=noise_mode)
-            rgba = rgba.reshape((n, num_instances) + rgba.shape[1:])
-            instance_w = ws[:, 0].reshape(n, num_instances, -1)
-        else:
-            rgbas, instance_ws = [], []
-            for index in range(num_instances):
-                provider = StyleGenerator(size, 4, name=f"provider{index}", **generator_kwargs)
-                ws = _styles(
-                    provider,
-                    z[:, index + 1],
-                    mixing_z=latent(mixing_z, index + 1),
-                    **style_kwargs,
-                )
-                rgbas.append(provider.synthesis(ws, noise_mode=noise_mode))
-                instance_ws.append(ws[:, 0])
-            rgba = jnp.stack(rgbas, axis=1)
-            instance_w = jnp.stack(instance_ws, axis=1)
-        provider_rgb = rgba[..., :3]
-        provider_mask = jax.nn.sigmoid(rgba[..., 3:])
+            rgbas.append(provider.synthesis(ws, noise_mode=noise_mode))
+            instance_ws.append(ws[:, 0])
+        return jnp.stack(rgbas, axis=1), jnp.stack(instance_ws, axis=1)
 
+    @nn.nowrap
+    def _layout(self, instance_w):
+        """Layout predictions from each instance's w and a one-hot provider id.
+
+        Returns:
+          (layout_params [N, K, 4] unconstrained, theta [N, K, 2, 3] sampling matrices).
+        """
+        n, num_instances = instance_w.shape[:2]
         provider_id = jnp.broadcast_to(
             jnp.eye(num_instances, dtype=instance_w.dtype)[None], (n, num_instances, num_instances)
         )
@@ -162,25 +211,32 @@ class InstanceLayeredGenerator(nn.Module):
             scale_range=tuple(self.scale_range),
             max_translation=self.max_translation,
         )
-        # RGB and mask move together: one warp of the RGBA stack, all instances as one batch.
-        rgba_after = layout.warp(
-            jnp.concatenate([provider_rgb, provider_mask], axis=-1).reshape(
-                (n * num_instances, size, size, 4)
-            ),
-            theta.reshape(n * num_instances, 2, 3),
-        ).reshape((n, num_instances, size, size, 4))
-        fg_rgb, mask = rgba_after[..., :3], rgba_after[..., 3:]
-        return {
-            "bg_rgb": bg_rgb,
-            "provider_rgb": provider_rgb,
-            "provider_mask": provider_mask,
-            "layout_params": layout_params,
-            "layout_theta": theta,
-            "fg_rgb": fg_rgb,
-            "mask": mask,
-            "union_mask": union_mask(mask),
-            "composite": composite_back_to_front(bg_rgb, fg_rgb, mask),
-        }
+        return layout_params, theta
+
+
+def _latent(array, index):
+    """`array[:, index]`, or None when `array` is None."""
+    return None if array is None else array[:, index]
+
+
+def _warp_instances(provider_rgb, provider_mask, theta):
+    """Applies each instance's layout: RGB and mask move together, one warp of the RGBA stack with
+    all instances as one batch.
+
+    Args:
+      provider_rgb: [N, K, R, R, 3]; provider_mask: [N, K, R, R, 1]; theta: [N, K, 2, 3].
+
+    Returns:
+      (fg_rgb [N, K, R, R, 3], mask [N, K, R, R, 1]), zero outside the warped frame.
+    """
+    n, num_instances, size = provider_rgb.shape[:3]
+    rgba_after = layout.warp(
+        jnp.concatenate([provider_rgb, provider_mask], axis=-1).reshape(
+            (n * num_instances, size, size, 4)
+        ),
+        theta.reshape(n * num_instances, 2, 3),
+    ).reshape((n, num_instances, size, size, 4))
+    return rgba_after[..., :3], rgba_after[..., 3:]
 
 
 def instance_generator_from_config(config) -> InstanceLayeredGenerator:
