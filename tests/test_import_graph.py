@@ -14,9 +14,16 @@ import pytest
 PACKAGE = "ilsgan_jax"
 PACKAGE_DIR = os.path.join(os.path.dirname(__file__), os.pardir, PACKAGE)
 LAYERS = {
-    "nn": 0, "data": 0, "runtime": 0, "compiler_options": 0, "parallel": 0, "__init__": 0,
+    "nn": 0,
+    "data": 0,
+    "runtime": 0,
+    "compiler_options": 0,
+    "parallel": 0,
+    "__init__": 0,
     "models": 1,
-    "objectives": 2, "augment": 2, "evaluate": 2,
+    "objectives": 2,
+    "augment": 2,
+    "evaluate": 2,
     "systems": 3,
     "train": 4,
     "stages": 5,
@@ -44,7 +51,8 @@ def package_modules() -> dict[str, str]:
 def imported_modules(path: str, name: str, modules: dict[str, str]) -> set[str]:
     """The package modules that the file imports anywhere (module level or inside functions);
     `from a.b import c` counts as `a.b.c` if that is a module, else as `a.b`."""
-    tree = ast.parse(open(path).read(), filename=path)
+    with open(path) as file:
+        tree = ast.parse(file.read(), filename=path)
     is_package = path.endswith("__init__.py")
     found = set()
     for node in ast.walk(tree):
@@ -109,7 +117,9 @@ def test_no_import_cycles(graph):
             if target.endswith("__init__") or target == "ilsgan_jax":
                 continue
             if state.get(target) == 1:
-                cycle = chain[chain.index(target):] + [target] if target in chain else [name, target]
+                cycle = (
+                    chain[chain.index(target) :] + [target] if target in chain else [name, target]
+                )
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if state.get(target) is None:
                 visit(target, chain + [target])
@@ -123,7 +133,13 @@ def test_no_import_cycles(graph):
 def test_the_graph_reader_sees_imports_inside_functions(tmp_path):
     """The reader itself: a function-level relative import and an absolute one are found."""
     source = tmp_path / "probe.py"
-    source.write_text("def f():\n    from .models import layered\n    import ilsgan_jax.train.step\n")
-    modules = {"ilsgan_jax.models.layered": "", "ilsgan_jax.train.step": "", "ilsgan_jax.models": ""}
+    source.write_text(
+        "def f():\n    from .models import layered\n    import ilsgan_jax.train.step\n"
+    )
+    modules = {
+        "ilsgan_jax.models.layered": "",
+        "ilsgan_jax.train.step": "",
+        "ilsgan_jax.models": "",
+    }
     found = imported_modules(str(source), "ilsgan_jax.probe", modules)
     assert found == {"ilsgan_jax.models.layered", "ilsgan_jax.train.step"}

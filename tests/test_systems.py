@@ -28,11 +28,15 @@ RESOLUTION, BATCH, NUM_STEPS = 16, 8, 2
 CASES = {
     "ilsgan": (ilsgan, "runlocal,res=16", {}),
     "ilsgan_neural_mixing": (
-        ilsgan, "runlocal,res=16,estimator=neural_laplace", {"loss.style_mixing_prob": 0.9}
+        ilsgan,
+        "runlocal,res=16,estimator=neural_laplace",
+        {"loss.style_mixing_prob": 0.9},
     ),
     # ema.kimg fixed: the config derives it from the batch size (the step is what is compared).
     "perturbgan_wgan_gp": (
-        perturbgan, "runlocal,res=16,loss=wgan_gp,contrast=1", {"ema.kimg": 10.0}
+        perturbgan,
+        "runlocal,res=16,loss=wgan_gp,contrast=1",
+        {"ema.kimg": 10.0},
     ),
     "stylegan2": (stylegan2, "runlocal,res=16", {}),
     "labels4free": (labels4free, "runlocal,res=16", {"loss.bg_area_weight": 0.5}),
@@ -93,14 +97,18 @@ def compared_leaves(tree) -> list[np.ndarray]:
     return [
         np.asarray(leaf, np.float64)
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if not ("ConvStage" in jax.tree_util.keystr(path) and "'bias'" in jax.tree_util.keystr(path))
+        if not (
+            "ConvStage" in jax.tree_util.keystr(path) and "'bias'" in jax.tree_util.keystr(path)
+        )
     ]
 
 
 def summary(state, history) -> dict[str, float]:
     """The values compared with the golden file: every metric of every step, the sum and the
     absolute sum of each parameter collection (`compared_leaves`), and ADA's p."""
-    values = {f"metrics/{i}/{name}": value for i, m in enumerate(history) for name, value in m.items()}
+    values = {
+        f"metrics/{i}/{name}": value for i, m in enumerate(history) for name, value in m.items()
+    }
     for collection in ("g_params", "d_params", "estimator_params", "g_ema_params"):
         leaves = compared_leaves(getattr(state, collection))
         values[f"{collection}/sum"] = float(sum(leaf.sum() for leaf in leaves))
@@ -148,9 +156,11 @@ def test_independence_prior_step_trains_every_part(mesh1):
     and every parameter group of G (background, providers, layout) and D moved."""
     config = tiny_config("independence_prior")
     trainer = make_trainer(config)
-    initial = jax.device_get(jax.jit(
-        lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
-    )(jax.random.key(config.seed)))
+    initial = jax.device_get(
+        jax.jit(lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key))(
+            jax.random.key(config.seed)
+        )
+    )
     state, history = run_steps(config, mesh1)
     for metrics in history:
         finite = {k: v for k, v in metrics.items() if k != "d/r1_penalty"}
@@ -160,8 +170,11 @@ def test_independence_prior_step_trains_every_part(mesh1):
         assert 0.0 < metrics["mask/mean"] < 1.0
     assert np.isfinite(history[0]["d/r1_penalty"]) and np.isnan(history[1]["d/r1_penalty"])
     for group in state.g_params:
-        moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()),
-                             state.g_params[group], initial.g_params[group])
+        moved = jax.tree.map(
+            lambda a, b: float(np.abs(np.asarray(a) - b).max()),
+            state.g_params[group],
+            initial.g_params[group],
+        )
         assert max(jax.tree.leaves(moved)) > 0, group
     assert int(state.step) == NUM_STEPS
 
@@ -190,6 +203,34 @@ if __name__ == "__main__":  # rewrites the golden file from the current step
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
     values = {}
     for name in CASES:
-        values.update({f"{name}/{k}": v for k, v in summary(*run_steps(tiny_config(name), mesh)).items()})
+        values.update(
+            {f"{name}/{k}": v for k, v in summary(*run_steps(tiny_config(name), mesh)).items()}
+        )
     np.savez(GOLDEN_PATH, **values)
     print(f"wrote {len(values)} values to {GOLDEN_PATH}")
+
+
+def test_layered_systems_calibrate_the_initial_mask_coverage():
+    """`config.model.initial_mask_coverage` (the layered systems' state initialisation): the
+    initial EMA and trained generators both draw masks of that mean coverage on fresh latents;
+    None leaves the reference initialisation untouched."""
+    config = tiny_config("ilsgan")
+    trainer = make_trainer(config)
+    initial = jax.jit(
+        lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
+    )(jax.random.key(config.seed))
+    assert trainer.system.initialize_state(config, initial, None) is initial  # None: untouched
+    config.model.initial_mask_coverage = 0.7  # far from this tiny generator's own (~0.28)
+    calibrated = trainer.system.initialize_state(config, initial, None)
+    z = jax.random.normal(jax.random.key(123), (256, config.model.z_dim))
+
+    def coverage(params, buffers):
+        layers = trainer.networks.generator.apply({"params": params, **buffers}, z,
+                                                  noise_mode="const")
+        return float(layers["mask"].mean())
+
+    before = coverage(initial.g_params, initial.g_buffers)
+    after = coverage(calibrated.g_params, calibrated.g_buffers)
+    after_ema = coverage(calibrated.g_ema_params, calibrated.g_ema_buffers)
+    assert abs(before - 0.7) > 0.2, before  # the seed's own coverage is elsewhere
+    assert after == pytest.approx(0.7, abs=0.05) and after_ema == pytest.approx(after, abs=1e-6)

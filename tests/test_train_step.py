@@ -334,9 +334,9 @@ def run_training(step_under_test, mesh, pool: np.ndarray, num_steps: int, seed: 
     state, _ = fx.on_mesh(mesh, step_under_test.initial_state, pool[:BATCH])
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     history = []
-    for _ in range(num_steps):
+    for index in range(num_steps):
         batch = pool[rng.choice(len(pool), BATCH, replace=False)]
-        state, metrics = step(state, jax.device_put(batch, batch_sharding))
+        state, metrics = step(state, jax.device_put(batch, batch_sharding), index)
         history.append(metrics)
     history = jax.device_get(history)
     return {name: np.array([m[name] for m in history]) for name in history[0]}, state

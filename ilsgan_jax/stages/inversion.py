@@ -292,7 +292,8 @@ def _write_previews(config, workdir, encoder_variables, state, networks, images,
     reconstruction = jax.device_get(
         reconstruct(encoder_variables, frozen_generator_variables(state), jnp.asarray(images))
     )
-    as_rgb = lambda mask: np.repeat(np.asarray(mask, np.float32)[..., None] * 2 - 1, 3, axis=-1)
+    def as_rgb(mask):
+        return np.repeat(np.asarray(mask, np.float32)[..., None] * 2 - 1, 3, axis=-1)
     rows = {
         "image": images,
         "ground_truth": as_rgb(masks > 0.5),

@@ -16,8 +16,9 @@ REGISTRY: dict[str, System] = {
 def get_system(name: str) -> System:
     """The registered system called `name`; a ValueError lists the known ones."""
     if name not in REGISTRY:
-        raise ValueError(f"config.system={name!r} is not a known system; use one of "
-                         f"{sorted(REGISTRY)}")
+        raise ValueError(
+            f"config.system={name!r} is not a known system; use one of {sorted(REGISTRY)}"
+        )
     return REGISTRY[name]
 
 

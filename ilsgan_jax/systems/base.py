@@ -100,6 +100,11 @@ class System:
 def stylegan_kwargs(config: Config) -> dict:
     """The StyleGAN2 generator settings every system's synthesis networks share."""
     model = config.model
-    return dict(w_dim=model.w_dim, mapping_layers=model.mapping_layers,
-                channel_base=model.channel_base, channel_max=model.channel_max,
-                conv_clamp=model.conv_clamp)
+    return dict(
+        w_dim=model.w_dim,
+        mapping_layers=model.mapping_layers,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        conv_clamp=model.conv_clamp,
+        compute_dtype=model.compute_dtype,
+    )

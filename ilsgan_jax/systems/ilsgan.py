@@ -12,9 +12,11 @@ from ilsgan_jax.systems.base import Config, System, stylegan_kwargs
 
 
 def build_generator(config: Config) -> LayeredGenerator:
-    return LayeredGenerator(config.data.resolution,
-                            mask_logit_offset=config.model.mask_logit_offset,
-                            **stylegan_kwargs(config))
+    return LayeredGenerator(
+        config.data.resolution,
+        mask_logit_offset=config.model.mask_logit_offset,
+        **stylegan_kwargs(config),
+    )
 
 
 CALIBRATION_STREAM = 7  # folded into key(seed): the calibration's latents, apart from init's
@@ -33,14 +35,21 @@ def calibrate_initial_masks(config: Config, state, restore_run):
     @jax.jit
     def calibrate(params, buffers):
         variables, info = calibrate_mask_coverage(
-            generator, {"params": params, **buffers},
-            jax.random.fold_in(jax.random.key(config.seed), CALIBRATION_STREAM), target=target)
+            generator,
+            {"params": params, **buffers},
+            jax.random.fold_in(jax.random.key(config.seed), CALIBRATION_STREAM),
+            target=target,
+        )
         return variables["params"], info
 
     params, info = calibrate(state.g_params, state.g_buffers)
     info = jax.device_get(info)
-    logging.info("Initial mask coverage %.3f -> %.3f (mask logit bias %+.3f)",
-                 info["initial_coverage"], info["calibrated_coverage"], info["mask_logit_bias"])
+    logging.info(
+        "Initial mask coverage %.3f -> %.3f (mask logit bias %+.3f)",
+        info["initial_coverage"],
+        info["calibrated_coverage"],
+        info["mask_logit_bias"],
+    )
     return state.replace(g_params=params, g_ema_params=jax.tree.map(jnp.copy, params))
 
 

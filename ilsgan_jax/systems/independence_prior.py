@@ -38,8 +38,13 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
     metrics["ils/sigma"] = sigma
     if loss.ils.enabled:
         ils_loss, _ = instance_losses.pairwise_ils(
-            inputs.key, layers["bg_rgb"], layers["fg_rgb"], layers["mask"], sigma=sigma,
-            estimator=loss.ils.estimator, neg_weight=loss.ils.neg_weight,
+            inputs.key,
+            layers["bg_rgb"],
+            layers["fg_rgb"],
+            layers["mask"],
+            sigma=sigma,
+            estimator=loss.ils.estimator,
+            neg_weight=loss.ils.neg_weight,
             estimator_fn=inputs.estimator_apply,
         )
         total = total + ils_loss
@@ -54,8 +59,12 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
 def export_layers(layers: Layers) -> Layers:
     """The union of the instance masks, with the composite as the foreground image (inside the
     union mask it shows the instances)."""
-    return {"image": layers["composite"], "fg_rgb": layers["composite"],
-            "bg_rgb": layers["bg_rgb"], "soft_mask": layers["union_mask"]}
+    return {
+        "image": layers["composite"],
+        "fg_rgb": layers["composite"],
+        "bg_rgb": layers["bg_rgb"],
+        "soft_mask": layers["union_mask"],
+    }
 
 
 def sample_rows(config: Config, layers: Layers, key: jax.Array) -> Layers:

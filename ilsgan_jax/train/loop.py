@@ -111,24 +111,119 @@ class _ConsoleProgress:
             self._bar.close()
 
 
+def _open_train_iterator(config: ml_collections.ConfigDict, start_step: int):
+    """The sharded, resumable iterator of real batches (`{'image': [B/P, R, R, 3]}` per process);
+    prepares the synthetic data set on process 0 first."""
+    if config.data.name == "synthetic":
+        if jax.process_index() == 0:
+            input_pipeline.prepare_synthetic(config.data)
+        if jax.process_count() > 1:
+            # The others open the data set only once process 0 has written it: concurrent
+            # tfds preparations of one data_dir collide when renaming their directories.
+            multihost_utils.sync_global_devices("ilsgan_jax: synthetic data prepared")
+    make_iterator = input_pipeline.create_train_iterator
+    if config.data.name == "single_image":  # the independence-prior one-image setting
+        make_iterator = single_image.create_single_image_iterator
+    return make_iterator(
+        config.data,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        start_step=start_step,
+    )
+
+
+@dataclasses.dataclass
+class _LoopHooks:
+    """What the loop does besides the step: logs, the progress bar, sample grids, FID,
+    checkpoints and the non-finite check. Process 0 writes the files."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    writer: metric_writers.MetricWriter
+    checkpointer: checkpointing.Checkpointer
+    sample_fn: object
+    evaluate_fid: object  # `state -> fid | None`, or None when FID is off
+    console: _ConsoleProgress
+    budget_seconds: float
+
+    def check_finite(self, state: TrainState, step: int) -> None:
+        first_bad = int(jax.device_get(state.nonfinite_step))
+        if first_bad < 0:
+            return
+        # An asynchronous save started at an earlier step holds a state that passed this check
+        # then; let it finish so that the message names it (else it reads "none saved" while
+        # the checkpoint appears on disk a moment later).
+        self.checkpointer.wait_until_finished()
+        good = self.checkpointer.latest_good_step()
+        where = (
+            f"step {good} in {self.checkpointer.directory}" if good is not None else "none saved"
+        )
+        raise NonFiniteLossError(
+            f"Non-finite loss at step {first_bad} (detected by step {step}); "
+            f"last good checkpoint: {where}. Lower the learning rate or check the data."
+        )
+
+    def log(self, state: TrainState, step: int, history: list[dict], elapsed: float) -> dict:
+        """Writes the mean of the metrics since the last log; returns them (with 'kimg')."""
+        metrics = _mean_metrics(history)
+        self.check_finite(state, step)
+        metrics["kimg"] = step * self.config.train.batch_size / 1000.0
+        self.writer.write_scalars(step, metrics)
+        postfix = {"kimg": f"{metrics['kimg']:.1f}", "D acc": f"{metrics['d/accuracy']:.2f}"}
+        if "mask/mean" in metrics:  # the systems that draw a mask
+            postfix["mask"] = f"{metrics['mask/mean']:.2f}"
+        if self.budget_seconds > 0:  # the bar counts to total_kimg; the budget may end first
+            postfix["budget left"] = f"{max(0.0, self.budget_seconds - elapsed) / 60:.1f} min"
+        self.console.update(step, postfix)
+        return metrics
+
+    def write_samples(self, state: TrainState, step: int) -> str | None:
+        grid = sample_grids.make_grid(host_rows(self.sample_fn, state))
+        path = None
+        if jax.process_index() == 0:
+            samples = os.path.join(self.workdir, "samples")
+            path = sample_grids.save_png(grid, os.path.join(samples, f"step_{step:07d}.png"))
+            sample_grids.save_png(grid, os.path.join(samples, "latest.png"))
+        self.writer.write_images(step, {"samples": grid[None]})
+        return path
+
+    def fid(self, state: TrainState, step: int) -> dict | None:
+        """`{'fid': value}` on FID steps (when the Inception weights exist), else None."""
+        if self.evaluate_fid is None or step % self.config.train.eval_every_steps:
+            return None
+        fid = self.evaluate_fid(state)
+        if fid is None:
+            return None
+        self.writer.write_scalars(step, {"fid10k_full": fid})
+        return {"fid": fid}
+
+    def save(self, state: TrainState, step: int, fid_metrics: dict | None) -> None:
+        self.check_finite(state, step)
+        self.checkpointer.save(  # the best-FID checkpoint is kept besides the last K
+            step,
+            state,
+            extra={"images_seen": step * self.config.train.batch_size, "data_step": step},
+            metrics=fid_metrics,
+            force=True,
+        )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains (resuming from `workdir/checkpoints` if present) until `config.train.total_kimg`,
     the time budget or a preemption signal. Returns a `TrainResult`."""
     start_time = time.time()
-    # ----- Logging --------------------------------------------------------------------------
+    # ----- Logging, mesh and config checks --------------------------------------------------
     os.makedirs(workdir, exist_ok=True)
     writer = metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=True
     )
     parallel.log_topology()
-
-    # ----- Mesh and config checks -----------------------------------------------------------
     mesh = parallel.create_mesh()
     builders.validate_config(config, mesh.size)
     if config.train.batch_size % jax.process_count():
         raise ValueError("config.train.batch_size must be a multiple of the process count")
 
-    # ----- Model, optimisers, state -------------------------------------------------------
+    # ----- System, state, checkpoint --------------------------------------------------------
     trainer = make_trainer(config)
     state = init_state(trainer, mesh)
     checkpointer = checkpointing.Checkpointer(
@@ -143,68 +238,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
     total_steps = total_train_steps(config)
 
-    # ----- Input --------------------------------------------------------------------------
-    if config.data.name == "synthetic":
-        if jax.process_index() == 0:
-            input_pipeline.prepare_synthetic(config.data)
-        if jax.process_count() > 1:
-            # The others open the data set only once process 0 has written it: concurrent
-            # tfds preparations of one data_dir collide when renaming their directories.
-            multihost_utils.sync_global_devices("ilsgan_jax: synthetic data prepared")
-    make_iterator = input_pipeline.create_train_iterator
-    if config.data.name == "single_image":  # the independence-prior one-image setting
-        make_iterator = single_image.create_single_image_iterator
-    train_iter = make_iterator(
-        config.data,
-        global_batch_size=config.train.batch_size,
-        seed=config.seed,
-        start_step=start_step,
-    )
-
-    # ----- Update step, samples, hooks ----------------------------------------------------
+    # ----- Input, update step, hooks --------------------------------------------------------
+    train_iter = _open_train_iterator(config, start_step)
     train_step = jit_phased_train_step(trainer, mesh)
-    sample_fn = make_sample_fn(trainer, config.train.num_sample_images, config.seed)
-    evaluate_fid = None
-    if config.train.eval_every_steps:
-        evaluate_fid = training_fid.make_fid_evaluator(config, trainer.networks)
+    hooks = _LoopHooks(
+        config=config,
+        workdir=workdir,
+        writer=writer,
+        checkpointer=checkpointer,
+        sample_fn=make_sample_fn(trainer, config.train.num_sample_images, config.seed),
+        evaluate_fid=(
+            training_fid.make_fid_evaluator(config, trainer.networks)
+            if config.train.eval_every_steps
+            else None
+        ),
+        console=_ConsoleProgress(config.train.progress_bar, total_steps, start_step),
+        budget_seconds=config.train.time_budget_minutes * 60.0,
+    )
     report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-    console = _ConsoleProgress(config.train.progress_bar, total_steps, start_step)
     preemption = install_preemption_handler()
-    budget_seconds = config.train.time_budget_minutes * 60.0
-    history: list[dict] = []
-    last_metrics: dict = {}
-    sample_png = None
-    interrupted = False
+    history, last_metrics, sample_png, interrupted = [], {}, None, False
     step = start_step
 
-    def check_finite(current_step: int):
-        first_bad = int(jax.device_get(state.nonfinite_step))
-        if first_bad >= 0:
-            # An asynchronous save started at an earlier step holds a state that passed this
-            # check then; let it finish so that the message names it (else it reads "none saved"
-            # while the checkpoint appears on disk a moment later).
-            checkpointer.wait_until_finished()
-            good = checkpointer.latest_good_step()
-            where = (
-                f"step {good} in {checkpointer.directory}" if good is not None else "none saved"
-            )
-            raise NonFiniteLossError(
-                f"Non-finite loss at step {first_bad} (detected by step {current_step}); "
-                f"last good checkpoint: {where}. Lower the learning rate or check the data."
-            )
-
-    def write_samples(current_step: int):
-        grid = sample_grids.make_grid(host_rows(sample_fn, state))
-        path = None
-        if jax.process_index() == 0:
-            path = sample_grids.save_png(
-                grid, os.path.join(workdir, "samples", f"step_{current_step:07d}.png")
-            )
-            sample_grids.save_png(grid, os.path.join(workdir, "samples", "latest.png"))
-        writer.write_images(current_step, {"samples": grid[None]})
-        return path
-
-    # ----- Loop ---------------------------------------------------------------------------
+    # ----- Loop -------------------------------------------------------------------------------
     try:
         with metric_writers.ensure_flushes(writer):
             while step < total_steps:
@@ -218,42 +274,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 report_progress(step)
                 last = step == total_steps
                 elapsed = time.time() - start_time
-                over_budget = budget_seconds > 0 and elapsed > budget_seconds
+                over_budget = hooks.budget_seconds > 0 and elapsed > hooks.budget_seconds
                 stop = preemption.should_stop(step) or over_budget
                 if step % config.train.log_every_steps == 0 or last or stop:
-                    last_metrics = _mean_metrics(history)
-                    history = []
-                    check_finite(step)
-                    last_metrics["kimg"] = step * config.train.batch_size / 1000.0
-                    writer.write_scalars(step, last_metrics)
-                    postfix = {
-                        "kimg": f"{last_metrics['kimg']:.1f}",
-                        "D acc": f"{last_metrics['d/accuracy']:.2f}",
-                        "mask": f"{last_metrics['mask/mean']:.2f}",
-                    }
-                    if budget_seconds > 0:  # the bar counts to total_kimg; the budget may end first
-                        left = max(0.0, budget_seconds - elapsed)
-                        postfix["budget left"] = f"{left / 60:.1f} min"
-                    console.update(step, postfix)
-                if config.train.sample_every_steps and (
-                    step % config.train.sample_every_steps == 0 or last or stop
-                ):
-                    sample_png = write_samples(step) or sample_png
-                fid_metrics = None
-                if evaluate_fid is not None and step % config.train.eval_every_steps == 0:
-                    fid = evaluate_fid(state)
-                    if fid is not None:
-                        fid_metrics = {"fid": fid}
-                        writer.write_scalars(step, {"fid10k_full": fid})
+                    last_metrics, history = hooks.log(state, step, history, elapsed), []
+                every = config.train.sample_every_steps
+                if every and (step % every == 0 or last or stop):
+                    sample_png = hooks.write_samples(state, step) or sample_png
+                fid_metrics = hooks.fid(state, step)
                 if checkpointer.should_save(step) or last or stop or fid_metrics:
-                    check_finite(step)
-                    checkpointer.save(  # the best-FID checkpoint is kept besides the last K
-                        step,
-                        state,
-                        extra={"images_seen": step * config.train.batch_size, "data_step": step},
-                        metrics=fid_metrics,
-                        force=True,
-                    )
+                    hooks.save(state, step, fid_metrics)
                 if stop:
                     interrupted = True
                     # Multi-process, JAX's preemption service takes SIGTERM: no name recorded.
@@ -265,14 +295,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     )
                     break
     finally:
-        console.close()
+        hooks.console.close()
         closing_start = time.time()
         checkpointer.wait_until_finished()
         checkpointer.close()
         preemption.close()
         writer.flush()
-        logging.info("Loop ended at step %d; checkpoints and logs closed in %.1f s", step,
-                     time.time() - closing_start)
+        logging.info(
+            "Loop ended at step %d; checkpoints and logs closed in %.1f s",
+            step,
+            time.time() - closing_start,
+        )
     return TrainResult(
         state=state,
         steps=step,

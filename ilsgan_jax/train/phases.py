@@ -110,8 +110,12 @@ def generate(trainer: Trainer, g_params, g_buffers, key, update_w_avg=True):
             mixing_cutoff=jnp.where(use, cutoff, settings.num_ws),
         )
     layers, updates = trainer.networks.generator.apply(
-        generator_variables(g_params, g_buffers), z, update_w_avg=update_w_avg,
-        mutable=["buffers"], rngs={"noise": noise_key}, **mixing,
+        generator_variables(g_params, g_buffers),
+        z,
+        update_w_avg=update_w_avg,
+        mutable=["buffers"],
+        rngs={"noise": noise_key},
+        **mixing,
     )
     perturbed = layers
     if trainer.system.perturb is not None:
@@ -143,22 +147,34 @@ def g_main(trainer: Trainer, state: TrainState, keys) -> tuple[dict, Metrics]:
 
     def loss_fn(g_params):
         layers, perturbed, buffers = generate(trainer, g_params, state.g_buffers, g_key)
-        fake_logits = discriminate(trainer, state.d_params, perturbed["composite"], aug_key,
-                                   state.ada.p)
-        adversarial = jnp.mean(gan_losses.generator_adversarial_loss(
-            fake_logits, loss_type=trainer.settings.adversarial))
-        inputs = LossInputs(layers=layers, perturbed=perturbed, cur_nimg=state.images_seen,
-                            key=loss_key,
-                            estimator_apply=estimator_apply(trainer, state.estimator_params))
+        fake_logits = discriminate(
+            trainer, state.d_params, perturbed["composite"], aug_key, state.ada.p
+        )
+        adversarial = jnp.mean(
+            gan_losses.generator_adversarial_loss(
+                fake_logits, loss_type=trainer.settings.adversarial
+            )
+        )
+        inputs = LossInputs(
+            layers=layers,
+            perturbed=perturbed,
+            cur_nimg=state.images_seen,
+            key=loss_key,
+            estimator_apply=estimator_apply(trainer, state.estimator_params),
+        )
         system_total, system_metrics = trainer.system.generator_loss(trainer.config, inputs)
-        metrics = {"g/adversarial": adversarial, "scores/fake_g": jnp.mean(fake_logits),
-                   **system_metrics}
+        metrics = {
+            "g/adversarial": adversarial,
+            "scores/fake_g": jnp.mean(fake_logits),
+            **system_metrics,
+        }
         return adversarial + system_total, (metrics, buffers)
 
     (total, (metrics, buffers)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     grads = sanitize_gradients(grads)
-    g_params, g_opt_state = apply_gradients(trainer.optimizers.generator, grads,
-                                            state.g_opt_state, state.g_params)
+    g_params, g_opt_state = apply_gradients(
+        trainer.optimizers.generator, grads, state.g_opt_state, state.g_params
+    )
     metrics.update({"g/total": total, "grad_norm/g": optax.global_norm(grads)})
     return dict(g_params=g_params, g_buffers=buffers, g_opt_state=g_opt_state), metrics
 
@@ -172,20 +188,28 @@ def d_main(trainer: Trainer, state: TrainState, fake_images, real_images, keys):
     def loss_fn(d_params):
         fake_logits = discriminate(trainer, d_params, fake_images, fake_key, p)
         real_logits = discriminate(trainer, d_params, real_images, real_key, p)
-        loss = jnp.mean(gan_losses.discriminator_adversarial_loss(
-            real_logits, fake_logits, loss_type=settings.adversarial))
+        loss = jnp.mean(
+            gan_losses.discriminator_adversarial_loss(
+                real_logits, fake_logits, loss_type=settings.adversarial
+            )
+        )
         if settings.adversarial == "wgan_gp":
             penalty = gan_losses.wgan_gradient_penalty(
-                gp_key, lambda x: discriminate(trainer, d_params, x, real_key, p),
-                real_images, fake_images)
+                gp_key,
+                lambda x: discriminate(trainer, d_params, x, real_key, p),
+                real_images,
+                fake_images,
+            )
             loss = loss + settings.wgan_gp_weight * jnp.mean(penalty)
         return loss, (fake_logits, real_logits)
 
     (loss, (fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.d_params)
+        state.d_params
+    )
     grads = sanitize_gradients(grads)
-    d_params, d_opt_state = apply_gradients(trainer.optimizers.discriminator, grads,
-                                            state.d_opt_state, state.d_params)
+    d_params, d_opt_state = apply_gradients(
+        trainer.optimizers.discriminator, grads, state.d_opt_state, state.d_params
+    )
     metrics = {
         "d/loss": loss,
         "scores/fake": jnp.mean(fake_logits),
@@ -204,12 +228,17 @@ def estimator_phase(trainer: Trainer, state: TrainState, layers):
     frozen = jax.tree.map(jax.lax.stop_gradient, layers)
 
     def loss_fn(params):
-        return trainer.system.estimator_loss(trainer.config, estimator_apply(trainer, params),
-                                             frozen)
+        return trainer.system.estimator_loss(
+            trainer.config, estimator_apply(trainer, params), frozen
+        )
 
     loss, grads = jax.value_and_grad(loss_fn)(state.estimator_params)
-    params, opt_state = apply_gradients(trainer.optimizers.estimator, sanitize_gradients(grads),
-                                        state.estimator_opt_state, state.estimator_params)
+    params, opt_state = apply_gradients(
+        trainer.optimizers.estimator,
+        sanitize_gradients(grads),
+        state.estimator_opt_state,
+        state.estimator_params,
+    )
     return dict(estimator_params=params, estimator_opt_state=opt_state), {"estimator/nll": loss}
 
 
@@ -217,14 +246,21 @@ def ema_and_counters(trainer: Trainer, before: TrainState, after: TrainState, fi
     """G's EMA (the ramped half-life), ADA's adjustment, the step and image counters and the
     first non-finite step. `before` is the state at the start of the step."""
     settings = trainer.settings
-    beta = ema_beta(before.images_seen, batch_size=settings.batch_size,
-                    ema_kimg=settings.ema_kimg, ema_rampup=settings.ema_rampup)
-    g_ema_params = jax.tree.map(lambda param, ema: param + beta * (ema - param),
-                                after.g_params, before.g_ema_params)
-    ada = update_ada_state(after.ada, before.step + 1, batch_size=settings.batch_size,
-                           config=settings.ada)
-    nonfinite_step = jnp.where((before.nonfinite_step < 0) & ~finite, before.step,
-                               before.nonfinite_step)
+    beta = ema_beta(
+        before.images_seen,
+        batch_size=settings.batch_size,
+        ema_kimg=settings.ema_kimg,
+        ema_rampup=settings.ema_rampup,
+    )
+    g_ema_params = jax.tree.map(
+        lambda param, ema: param + beta * (ema - param), after.g_params, before.g_ema_params
+    )
+    ada = update_ada_state(
+        after.ada, before.step + 1, batch_size=settings.batch_size, config=settings.ada
+    )
+    nonfinite_step = jnp.where(
+        (before.nonfinite_step < 0) & ~finite, before.step, before.nonfinite_step
+    )
     state = after.replace(
         step=before.step + 1,
         images_seen=before.images_seen + settings.batch_size,
@@ -246,8 +282,9 @@ def main_phase(trainer: Trainer, state: TrainState, real_images) -> tuple[TrainS
     d_layers, d_perturbed, g_buffers = generate(trainer, after.g_params, after.g_buffers, d_key)
     after = after.replace(g_buffers=g_buffers)
     fake_images = jax.lax.stop_gradient(d_perturbed["composite"])
-    d_update, d_metrics = d_main(trainer, after, fake_images, real_images,
-                                 (d_aug_fake, d_aug_real, gp_key))
+    d_update, d_metrics = d_main(
+        trainer, after, fake_images, real_images, (d_aug_fake, d_aug_real, gp_key)
+    )
     after = after.replace(**d_update)
     metrics = {**g_metrics, **d_metrics}
     if trainer.has_estimator_phase:
@@ -268,15 +305,21 @@ def r1_phase(trainer: Trainer, state: TrainState, real_images) -> tuple[TrainSta
 
     def loss_fn(d_params):
         penalty, logits = gan_losses.r1_penalty_and_logits(
-            lambda x: discriminate(trainer, d_params, x, r1_aug_key, state.ada.p), real_images)
-        loss = gan_losses.lazy_r1_loss(penalty, gamma=settings.r1_gamma,
-                                       interval=settings.r1_interval)
+            lambda x: discriminate(trainer, d_params, x, r1_aug_key, state.ada.p), real_images
+        )
+        loss = gan_losses.lazy_r1_loss(
+            penalty, gamma=settings.r1_gamma, interval=settings.r1_interval
+        )
         return jnp.mean(loss), (jnp.mean(penalty), logits)
 
     (_, (penalty, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
-    d_params, d_opt_state = apply_gradients(trainer.optimizers.discriminator,
-                                            sanitize_gradients(grads),
-                                            state.d_opt_state, state.d_params)
-    new_state = state.replace(d_params=d_params, d_opt_state=d_opt_state,
-                              ada=accumulate_real_signs(state.ada, logits))
+    d_params, d_opt_state = apply_gradients(
+        trainer.optimizers.discriminator,
+        sanitize_gradients(grads),
+        state.d_opt_state,
+        state.d_params,
+    )
+    new_state = state.replace(
+        d_params=d_params, d_opt_state=d_opt_state, ada=accumulate_real_signs(state.ada, logits)
+    )
     return new_state, {"d/r1_penalty": penalty}

@@ -18,8 +18,9 @@ def make_sample_fn(trainer: Trainer, num_images: int, seed: int):
 
     @jax.jit
     def sample(params, buffers):
-        layers = trainer.networks.generator.apply({"params": params, **buffers}, z,
-                                                  noise_mode="const")
+        layers = trainer.networks.generator.apply(
+            {"params": params, **buffers}, z, noise_mode="const"
+        )
         return system.sample_rows(config, layers, rows_key)
 
     return sample

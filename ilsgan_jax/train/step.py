@@ -30,8 +30,9 @@ from ilsgan_jax.train.phases import StepSettings, Trainer
 from ilsgan_jax.train.state import TrainState
 
 
-def make_trainer(config: ml_collections.ConfigDict, system: System | None = None,
-                 networks=None, optimizers=None) -> Trainer:
+def make_trainer(
+    config: ml_collections.ConfigDict, system: System | None = None, networks=None, optimizers=None
+) -> Trainer:
     """The config's system (default `system_for(config)`), its networks and optimisers (built
     unless given) and the step settings."""
     system = system or system_for(config)
@@ -51,12 +52,14 @@ class PhasedTrainStep:
     def __init__(self, trainer: Trainer, mesh: Mesh, compiler_options: dict | None = None):
         self.trainer = trainer
         self.r1_interval = trainer.settings.r1_interval
-        self.main = jit_train_step(functools.partial(phases.main_phase, trainer), mesh,
-                                   compiler_options)
+        self.main = jit_train_step(
+            functools.partial(phases.main_phase, trainer), mesh, compiler_options
+        )
         self.r1 = None
         if trainer.has_r1:
-            self.r1 = jit_train_step(functools.partial(phases.r1_phase, trainer), mesh,
-                                     compiler_options)
+            self.r1 = jit_train_step(
+                functools.partial(phases.r1_phase, trainer), mesh, compiler_options
+            )
         # Reported as the R1 penalty on iterations without R1 (made once: no per-step transfer).
         # Built on the devices by a jitted function: a multi-process `device_put` would compare
         # the host values across processes, and NaN != NaN.
