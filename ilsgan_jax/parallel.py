@@ -45,26 +45,19 @@ def _int_or_none(text: str | None, name: str) -> int | None:
         raise ValueError(f"{name} must be an integer, got {text!r}.") from None
 
 
-def _detected_cluster_process_count() -> tuple[str, int | None] | None:
-    """(name, process count) of a multi-process launcher JAX can auto-detect, or None.
+# Launchers that JAX's `jax.distributed.initialize()` detects by itself, and the environment
+# variable each sets to its process count (read here to skip start-up for a single process).
+LAUNCHER_PROCESS_COUNTS = (("Slurm", "SLURM_NTASKS"), ("Open MPI", "OMPI_COMM_WORLD_SIZE"))
+DISTRIBUTED_MODES = ("auto", "on", "off")
+ENV_DISTRIBUTED = "ILSGAN_DISTRIBUTED"
 
-    Uses JAX's own detectors (Slurm, Open MPI, Cloud TPU VM / GKE, Kubernetes) so that we call
-    `jax.distributed.initialize()` exactly when JAX itself could fill in the arguments. The count
-    is None when the detector cannot tell without starting up.
-    """
-    try:
-        from jax._src.clusters import ClusterEnv  # no public API for "is a cluster present"
-    except ImportError:  # pragma: no cover - depends on the JAX version
-        if "SLURM_PROCID" in os.environ:  # Slurm, the one launcher that needs no network query
-            return "SlurmCluster", int(os.environ.get("SLURM_NTASKS", "1"))
-        return None
-    for env in ClusterEnv._cluster_types:
-        if not env.opt_in_only_method and env.is_env_present():
-            try:
-                count = env.get_process_count()
-            except Exception:  # noqa: BLE001 - unknown count: let jax.distributed decide
-                count = None
-            return env.__name__, count
+
+def _launcher_process_count(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    """(launcher name, process count) of a Slurm or Open MPI launch, or None."""
+    for name, variable in LAUNCHER_PROCESS_COUNTS:
+        count = _int_or_none(environ.get(variable), variable)
+        if count is not None:
+            return name, count
     return None
 
 
@@ -73,6 +66,7 @@ def initialize_distributed(
     num_processes: int | None = None,
     process_id: int | None = None,
     *,
+    mode: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> bool:
     """Starts JAX's distributed runtime when this program is one of several processes.
@@ -81,10 +75,13 @@ def initialize_distributed(
       1. the arguments (the `--coordinator_address/--num_processes/--process_id` flags),
       2. `$ILSGAN_COORDINATOR`, `$ILSGAN_NUM_PROCESSES`, `$ILSGAN_PROCESS_ID`
          (launch/multiprocess_cpu.sh), each argument falling back to its variable,
-      3. a cluster JAX detects by itself (Slurm, Open MPI, Cloud TPU pods, GKE) running more
-         than one process: `jax.distributed.initialize()` without arguments. Under Slurm on
-         GPUs JAX then gives each process one GPU (its SLURM_LOCALID) unless
-         `$JAX_LOCAL_DEVICE_IDS` lists more,
+      3. `mode` (the `--distributed` flag, else `$ILSGAN_DISTRIBUTED`, else 'auto'):
+         'on': `jax.distributed.initialize()` without arguments, JAX's own auto-detection of
+         the cluster (Cloud TPU pods and GKE, Slurm, Open MPI; `launch/tpu_vm.sh` uses it);
+         'auto': the same when a Slurm or Open MPI launch runs more than one process
+         (`$SLURM_NTASKS`, `$OMPI_COMM_WORLD_SIZE`); under Slurm on GPUs JAX then gives each
+         process one GPU (its SLURM_LOCALID) unless `$JAX_LOCAL_DEVICE_IDS` lists more;
+         'off': never,
       4. otherwise: a single process, nothing to do.
     A process count of 1 is also a no-op. Calling it again after a successful start is a no-op.
 
@@ -95,14 +92,16 @@ def initialize_distributed(
       coordinator_address: 'host:port' of process 0's coordinator service, e.g. '127.0.0.1:12345'.
       num_processes: total number of processes (>= 1).
       process_id: this process's index in [0, num_processes).
-      environ: where to read the ILSGAN_* variables (default: `os.environ`); for tests.
+      mode: 'auto' | 'on' | 'off', see 3.
+      environ: where to read the ILSGAN_* and launcher variables (default: `os.environ`).
 
     Returns:
       True if the distributed runtime is running (started now or before), False for a single
       process.
 
     Raises:
-      ValueError: explicit settings are incomplete or inconsistent (names the missing one).
+      ValueError: explicit settings are incomplete or inconsistent (names the missing one), or
+        an unknown mode.
     """
     if jax.distributed.is_initialized():
         return True
@@ -149,15 +148,26 @@ def initialize_distributed(
         _avoid_compilation_cache_skew_on_cpu()
         return True
 
-    detected = _detected_cluster_process_count()
-    if detected is None:
-        logging.info("No multi-process launcher detected: single process.")
+    mode = mode or environ.get(ENV_DISTRIBUTED) or "auto"
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(
+            f"--distributed (or ${ENV_DISTRIBUTED}) must be one of "
+            f"{DISTRIBUTED_MODES}, got {mode!r}."
+        )
+    if mode == "off":
         return False
-    cluster, count = detected
-    if count == 1:
-        logging.info("%s with a single process: not starting jax.distributed.", cluster)
-        return False
-    logging.info("Starting jax.distributed with auto-detected cluster %s.", cluster)
+    if mode == "auto":
+        launch = _launcher_process_count(environ)
+        if launch is None:
+            logging.info("No multi-process launch detected: single process.")
+            return False
+        launcher, count = launch
+        if count == 1:
+            logging.info("%s with a single process: not starting jax.distributed.", launcher)
+            return False
+        logging.info("Starting jax.distributed for a %s launch of %d processes.", launcher, count)
+    else:
+        logging.info("Starting jax.distributed with JAX's cluster auto-detection.")
     jax.distributed.initialize()
     _avoid_compilation_cache_skew_on_cpu()
     return True

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cloud TPU VM (single host or pod slice): create the VM, install, and run the same training
-# command on every worker. JAX finds the other workers by itself (jax.distributed auto-detection).
+# command on every worker. JAX finds the other workers by itself (--distributed=on: jax.distributed
+# auto-detection).
 #
 # Usage: launch/tpu_vm.sh create
 #        launch/tpu_vm.sh install
@@ -55,7 +56,7 @@ case "${1:-}" in
     workdir=$3
     shift 3
     extra=$(printf ' %q' "$@")
-    on_all_workers "cd $remote_dir && .venv/bin/python -m ilsgan_jax.main --mode=train \
+    on_all_workers "cd $remote_dir && .venv/bin/python -m ilsgan_jax.main --mode=train --distributed=on \
       --config=$(printf '%q' "$config") --workdir=$(printf '%q' "$workdir")$extra"
     ;;
   delete)

@@ -96,23 +96,41 @@ SLURM_ENV = {
 }
 
 
-def test_initialize_distributed_auto_detects_slurm(monkeypatch):
+def test_initialize_distributed_starts_for_multi_process_launches(monkeypatch):
+    """'auto': Slurm or Open MPI with more than one process starts `jax.distributed.initialize()`
+    without arguments (JAX fills them in); one process does not; 'on' always starts it (TPU pods);
+    'off' never; explicit settings win; a bad mode or count is named."""
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
-    for name, value in SLURM_ENV.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SLURM_NTASKS", "1")
-    assert parallel.initialize_distributed(environ={}) is False  # one task: nothing to start
+    assert parallel.initialize_distributed(environ={**SLURM_ENV, "SLURM_NTASKS": "1"}) is False
+    assert parallel.initialize_distributed(environ={"OMPI_COMM_WORLD_SIZE": "1"}) is False
     assert calls == []
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert parallel.initialize_distributed(environ={}) is True
-    assert calls == [((), {})]  # JAX fills in coordinator, count and id from SLURM_*
-    # Explicit settings win over the cluster.
-    parallel.initialize_distributed("10.0.0.1:1234", 2, 1, environ={})
+    assert parallel.initialize_distributed(environ={**SLURM_ENV, "SLURM_NTASKS": "4"}) is True
+    assert parallel.initialize_distributed(environ={"OMPI_COMM_WORLD_SIZE": "2"}) is True
+    assert calls == [((), {}), ((), {})]
+    assert parallel.initialize_distributed(mode="on", environ={}) is True
+    assert parallel.initialize_distributed(environ={"ILSGAN_DISTRIBUTED": "on"}) is True
+    assert calls[-2:] == [((), {}), ((), {})]
+    count = len(calls)
+    off = {**SLURM_ENV, "SLURM_NTASKS": "4"}
+    assert parallel.initialize_distributed(mode="off", environ=off) is False
+    assert len(calls) == count
+    parallel.initialize_distributed(
+        "10.0.0.1:1234", 2, 1, environ={**SLURM_ENV, "SLURM_NTASKS": "4"}
+    )
     assert calls[-1] == (
         (),
         {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1},
     )
+    with pytest.raises(ValueError, match="--distributed"):
+        parallel.initialize_distributed(mode="sometimes", environ={})
+    with pytest.raises(ValueError, match="SLURM_NTASKS must be an integer"):
+        parallel.initialize_distributed(environ={"SLURM_NTASKS": "four"})
+
+
+def test_start_up_uses_no_private_jax_api():
+    source = open(parallel.__file__).read()
+    assert "jax._src" not in source
 
 
 def test_make_global_batch_is_allowed_under_transfer_guard():
