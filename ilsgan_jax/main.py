@@ -27,6 +27,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", None, ["auto", "on", "off"],
+    "Multi-process start-up without the three flags above: 'on' = jax.distributed.initialize() "
+    "with JAX's cluster auto-detection (Cloud TPU pods, GKE, Slurm, Open MPI); 'auto' (default, "
+    "or $ILSGAN_DISTRIBUTED) = only for a Slurm or Open MPI launch of several processes.",
+)
 _INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
 _OUTPUT = flags.DEFINE_string("output", None, "segment: folder for masks and previews.")
 _OVERWRITE = flags.DEFINE_bool(
@@ -41,7 +47,9 @@ def main(argv):
     # JAX must see the distributed setup before anything touches devices.
     from ilsgan_jax import parallel, runtime
 
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.initialize_distributed(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_DISTRIBUTED.value
+    )
     runtime.hide_accelerators_from_tensorflow()
     runtime.setup_compilation_cache()
     runtime.quiet_library_logs()
