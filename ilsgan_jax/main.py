@@ -5,9 +5,9 @@ Modes: train, export, train_segmenter, segment, evaluate, fid (fid50k_full + KID
 generator -> fid.json), mine (MINE region diagnostic -> mine_report.json), demo (train -> export ->
 train_segmenter -> score; what `make demo` runs), train_encoder (PerturbGAN: train and score the
 inversion encoder, configs/perturbgan.py). All logic lives in importable modules.
-"""
 
-import os
+The workdir is a local folder or a URL (gs://bucket/run); it is checked for writing first.
+"""
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -20,7 +20,9 @@ MODES = (
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (with :variant args).", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and outputs: local or a URL (gs://b/run)."
+)
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to run.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process only; else auto)."
@@ -44,9 +46,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    # JAX must see the distributed setup before anything touches devices.
-    from ilsgan_jax import parallel, runtime
+    from ilsgan_jax import files, parallel, runtime
 
+    # A workdir this process cannot write (no credentials, no such bucket, a malformed URL)
+    # fails here, naming it, before anything is compiled. URLs stay URLs.
+    workdir = files.prepare_workdir(_WORKDIR.value, "--workdir")
+    # JAX must see the distributed setup before anything touches devices.
     parallel.initialize_distributed(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_DISTRIBUTED.value
     )
@@ -57,7 +62,7 @@ def main(argv):
 
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                  jax.devices())
-    config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+    config = _CONFIG.value
     mode = _MODE.value
     if mode == "train":
         from ilsgan_jax.train.loop import train_and_evaluate

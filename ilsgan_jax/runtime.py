@@ -3,12 +3,14 @@
 import os
 
 from absl import logging
+from etils import epath
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ilsgan_jax")
 
 
 def cache_dir() -> str:
-    """The project's cache directory (`$ILSGAN_JAX_CACHE` or `~/.cache/ilsgan_jax`)."""
+    """The project's cache directory (`$ILSGAN_JAX_CACHE`, local or a URL, or
+    `~/.cache/ilsgan_jax`)."""
     return os.environ.get("ILSGAN_JAX_CACHE", DEFAULT_CACHE_DIR)
 
 
@@ -19,8 +21,8 @@ def setup_compilation_cache(directory: str | None = None) -> str:
     """
     import jax
 
-    directory = directory or os.path.join(cache_dir(), "jax_compilation_cache")
-    os.makedirs(directory, exist_ok=True)
+    directory = str(directory or epath.Path(cache_dir()) / "jax_compilation_cache")
+    epath.Path(directory).mkdir(parents=True, exist_ok=True)  # the cache may be a URL (gs://)
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

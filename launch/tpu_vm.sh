@@ -48,7 +48,7 @@ case "${1:-}" in
     rm -f "$archive"
     on_all_workers "mkdir -p $remote_dir && tar -C $remote_dir -xzf ilsgan_jax.tar.gz && \
       cd $remote_dir && python3 -m venv .venv && .venv/bin/pip install -q -U pip && \
-      .venv/bin/pip install -q -e . 'jax[tpu]'"
+      .venv/bin/pip install -q -e '.[gcs]' 'jax[tpu]'"
     ;;
   train)
     [[ $# -lt 3 ]] && usage

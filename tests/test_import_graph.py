@@ -1,8 +1,8 @@
 """The package's import graph, read from the source (every `import`, including those inside
 functions): no cycles between modules, and dependencies only point down the layers
 
-    nn, data, runtime, compiler_options, parallel  <-  models  <-  objectives, augment, evaluate
-    <-  systems  <-  train  <-  stages  <-  main
+    nn, data, runtime, files, compiler_options, parallel  <-  models
+    <-  objectives, augment, evaluate  <-  systems  <-  train  <-  stages  <-  main
 
 (a module may import from its own layer or a lower one)."""
 
@@ -17,6 +17,7 @@ LAYERS = {
     "nn": 0,
     "data": 0,
     "runtime": 0,
+    "files": 0,
     "compiler_options": 0,
     "parallel": 0,
     "__init__": 0,
