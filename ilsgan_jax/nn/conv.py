@@ -19,10 +19,11 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
 def conv2d(x: jnp.ndarray, weight: jnp.ndarray, stride: int = 1, padding: int = 0) -> jnp.ndarray:
-    """Cross-correlation of `[N, H, W, Cin]` with `[kh, kw, Cin, Cout]`, symmetric zero padding."""
+    """Cross-correlation of `[N, H, W, Cin]` with `[kh, kw, Cin, Cout]`, symmetric zero padding,
+    in `x`'s dtype (the weight is cast to it)."""
     kh, kw, _, _ = weight.shape
     if kh == 1 and kw == 1 and stride == 1 and padding == 0:
-        return jnp.einsum("nhwi,io->nhwo", x, weight[0, 0])
+        return jnp.einsum("nhwi,io->nhwo", x, weight[0, 0].astype(x.dtype))
     return lax.conv_general_dilated(
         x,
         weight.astype(x.dtype),
@@ -55,7 +56,8 @@ def transposed_conv2d(x: jnp.ndarray, weight: jnp.ndarray, up: int) -> jnp.ndarr
         cols = []
         for plan_x in plans_x:
             if plan_y.num_taps == 0 or plan_x.num_taps == 0:  # k < up: no tap reaches this phase
-                cols.append(jnp.zeros((batch, plans_y[0].length, plans_x[0].length, out_channels)))
+                shape = (batch, plans_y[0].length, plans_x[0].length, out_channels)
+                cols.append(jnp.zeros(shape, x.dtype))
                 continue
             taps = weight[plan_y.first_tap :: up, plan_x.first_tap :: up]
             shifted = lax.pad(

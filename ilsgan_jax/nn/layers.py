@@ -1,5 +1,10 @@
 """Equalized-learning-rate layers (StyleGAN2): weights are drawn from N(0, 1/lr_multiplier^2) and
-scaled at run time by `lr_multiplier / sqrt(fan_in)`; biases are scaled by `lr_multiplier`."""
+scaled at run time by `lr_multiplier / sqrt(fan_in)`; biases are scaled by `lr_multiplier`.
+
+Mixed precision (`ilsgan_jax.nn.precision`): parameters are float32 and are cast to the layer's
+`compute_dtype` at use. Dense layers return float32 (their matmuls accumulate in float32); conv
+layers return the compute dtype, so activations flow in it from layer to layer.
+"""
 
 import math
 from collections.abc import Sequence
@@ -12,16 +17,19 @@ from jax import lax
 from ilsgan_jax.nn import upfirdn2d as fir
 from ilsgan_jax.nn.bias_act import bias_act, default_gain
 from ilsgan_jax.nn.conv import conv2d_resample
+from ilsgan_jax.nn.precision import compute_dtype, dense
 
 
 class EqualizedDense(nn.Module):
-    """Fully connected layer with equalized learning rate: `[N, Cin] -> [N, features]`."""
+    """Fully connected layer with equalized learning rate: `[N, Cin] -> [N, features]` float32
+    (the matmul in `compute_dtype`, accumulated in float32; bias and activation in float32)."""
 
     features: int  # output features
     use_bias: bool = True  # whether to add a bias
     bias_init: float = 0.0  # initial value of the (unscaled) bias
     lr_multiplier: float = 1.0  # learning-rate multiplier (0.01 in the mapping network)
     activation: str = "linear"  # 'linear' | 'lrelu' | 'relu'
+    compute_dtype: str = "float32"  # dtype of the matmul's operands: 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -34,12 +42,13 @@ class EqualizedDense(nn.Module):
         if self.use_bias:
             bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
             bias = bias * self.lr_multiplier
-        return bias_act(x @ weight, bias, self.activation)
+        return bias_act(dense(x, weight, compute_dtype(self.compute_dtype)), bias, self.activation)
 
 
 class EqualizedConv2d(nn.Module):
     """Conv layer with equalized learning rate and optional FIR resampling: `[N, H, W, Cin] ->
-    [N, H * up / down, W * up / down, features]`."""
+    [N, H * up / down, W * up / down, features]`, all of it (input, weight, bias, activation,
+    clamp, output) in `compute_dtype`."""
 
     features: int  # output channels
     kernel_size: int  # square kernel width
@@ -49,6 +58,7 @@ class EqualizedConv2d(nn.Module):
     down: int = 1  # integer downsampling factor
     resample_filter: Sequence[float] = (1, 3, 3, 1)  # FIR taps for resampling
     conv_clamp: float | None = None  # clamp the output to +-conv_clamp (None = off)
+    compute_dtype: str = "float32"  # dtype of the conv and its output: 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, gain: float = 1.0) -> jnp.ndarray:
@@ -59,16 +69,19 @@ class EqualizedConv2d(nn.Module):
             (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
         )
         weight = weight * (1.0 / math.sqrt(fan_in))
+        dtype = compute_dtype(self.compute_dtype)
         x = conv2d_resample(
-            x,
-            weight,
+            x.astype(dtype),
+            weight.astype(dtype),
             fir.setup_filter(self.resample_filter),
             up=self.up,
             down=self.down,
             padding=self.kernel_size // 2,
             flip_weight=(self.up == 1),
         )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        bias = (
+            self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        )
         act_gain = default_gain(self.activation) * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, bias, self.activation, gain=act_gain, clamp=act_clamp)
@@ -89,8 +102,13 @@ def modulated_conv2d(
 ) -> jnp.ndarray:
     """StyleGAN2 modulated convolution with optional weight demodulation.
 
+    Runs in `x`'s dtype (the weight, styles and demodulation coefficients are cast to it where they
+    meet `x`, as StyleGAN2-ADA's float16 path); the demodulation coefficients are computed in
+    float32 from the float32 weight and styles. StyleGAN2-ADA also rescales the weight and styles
+    by their max norms for float16, against overflow; bfloat16 has float32's range and needs none.
+
     Args:
-      x: `[N, H, W, Cin]` activations.
+      x: `[N, H, W, Cin]` activations (float32 or bfloat16).
       weight: `[k, k, Cin, Cout]` shared weight (already scaled by the equalized-lr gain).
       styles: `[N, Cin]` per-sample input-channel scales.
       noise: optional `[N, H', W', 1]` (or broadcastable) noise added after demodulation.
@@ -102,7 +120,7 @@ def modulated_conv2d(
         tolerance; the grouped form is ~45x slower on XLA:CPU, so training uses the first.
 
     Returns:
-      `[N, H * up, W * up, Cout]`.
+      `[N, H * up, W * up, Cout]` in `x`'s dtype.
     """
     batch = x.shape[0]
     k, _, in_channels, out_channels = weight.shape
@@ -110,17 +128,23 @@ def modulated_conv2d(
         raise ValueError(f"styles must be [{batch}, {in_channels}], got {styles.shape}")
     demod = None
     if demodulate:
-        # sum_{ky,kx,i} (w[ky,kx,i,o] * s[n,i])^2 = s^2 @ sum_{ky,kx} w^2
-        squared_norms = jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(0, 1))
+        # sum_{ky,kx,i} (w[ky,kx,i,o] * s[n,i])^2 = s^2 @ sum_{ky,kx} w^2, in float32
+        weight_f32, styles_f32 = weight.astype(jnp.float32), styles.astype(jnp.float32)
+        squared_norms = jnp.square(styles_f32) @ jnp.sum(jnp.square(weight_f32), axis=(0, 1))
         demod = lax.rsqrt(squared_norms + 1e-8)  # [N, Cout]
 
     if not fused:
         x = x * styles[:, None, None, :].astype(x.dtype)
         x = conv2d_resample(
-            x, weight, resample_filter, up=up, padding=padding, flip_weight=flip_weight
+            x,
+            weight.astype(x.dtype),
+            resample_filter,
+            up=up,
+            padding=padding,
+            flip_weight=flip_weight,
         )
         if demod is not None:
-            x = x * demod[:, None, None, :]
+            x = x * demod[:, None, None, :].astype(x.dtype)
         if noise is not None:
             x = x + noise.astype(x.dtype)
         return x
@@ -129,8 +153,10 @@ def modulated_conv2d(
     per_sample = weight[None] * styles[:, None, None, :, None]
     if demod is not None:
         per_sample = per_sample * demod[:, None, None, None, :]
-    grouped_kernel = jnp.transpose(per_sample, (1, 2, 3, 0, 4)).reshape(
-        k, k, in_channels, batch * out_channels
+    grouped_kernel = (
+        jnp.transpose(per_sample, (1, 2, 3, 0, 4))
+        .reshape(k, k, in_channels, batch * out_channels)
+        .astype(x.dtype)
     )
     grouped_input = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, x.shape[1], x.shape[2], -1)
     if not flip_weight:
@@ -166,6 +192,8 @@ def minibatch_std(x: jnp.ndarray, group_size: int, num_channels: int = 1) -> jnp
     `i, i + N/G, ...`). Contiguous groups never straddle a device's slice of a batch sharded on
     its leading axis, so the result is the same on any number of devices as long as the
     per-device batch is a multiple of `group_size` (checked by the training config).
+
+    The statistics are computed in float32 whatever `x`'s dtype; the features keep `x`'s dtype.
     """
     batch, height, width, channels = x.shape
     group = min(group_size, batch) if group_size else batch
@@ -173,7 +201,9 @@ def minibatch_std(x: jnp.ndarray, group_size: int, num_channels: int = 1) -> jnp
         raise ValueError(f"minibatch-std: batch {batch} is not a multiple of group size {group}")
     if channels % num_channels:
         raise ValueError(f"minibatch-std: {channels} channels not divisible by {num_channels}")
-    grouped = x.reshape(batch // group, group, height, width, num_channels, channels // num_channels)
+    grouped = x.astype(jnp.float32).reshape(
+        batch // group, group, height, width, num_channels, channels // num_channels
+    )
     variance = jnp.mean(jnp.square(grouped - grouped.mean(axis=1, keepdims=True)), axis=1)
     std = jnp.sqrt(variance + 1e-8).mean(axis=(1, 2, 4))  # [N/G, F]
     std = jnp.broadcast_to(
