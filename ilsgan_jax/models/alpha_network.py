@@ -13,6 +13,10 @@ keeps them in `g_buffers`, so the G optimiser and the G EMA see the alpha networ
   with the next resolution's 6 channels by a 1x1 conv (12 -> 6) + LeakyReLU 0.2, and at full
   resolution added to that resolution's 6 channels and mapped to one sigmoid channel,
 - `composite = mask * fg_rgb + (1 - mask) * bg_rgb`.
+
+With `compute_dtype='bfloat16'` the frozen generator computes in bfloat16 (its variables stay
+float32); the alpha network (1x1 convs to a few channels) reads its features as float32 and runs
+in float32, like the mask and the compositing.
 """
 
 import math
@@ -98,7 +102,8 @@ class AlphaNetwork(nn.Module):
     `bg_extractor`).
 
     Input: `features`, coarse to fine, one pair per resolution `min_resolution * 2**k` up to the
-    image resolution: `(conv0 output, conv1 output)`, each `[N, r, r, C_r]` float32.
+    image resolution: `(conv0 output, conv1 output)`, each `[N, r, r, C_r]` (float32 or bfloat16;
+    computed in float32).
     Output: `[N, R, R, 1]` float32 in (0, 1).
     """
 
@@ -121,7 +126,9 @@ class AlphaNetwork(nn.Module):
             resolution = features[level][0].shape[1]
             return jnp.concatenate(
                 [
-                    Conv1x1(PROJECTED_CHANNELS, name=f"project{resolution}_conv{i}")(feature)
+                    Conv1x1(PROJECTED_CHANNELS, name=f"project{resolution}_conv{i}")(
+                        feature.astype(jnp.float32)
+                    )
                     for i, feature in enumerate(features[level])
                 ],
                 axis=-1,
@@ -163,6 +170,7 @@ class Labels4FreeGenerator(nn.Module):
     conv_clamp: float | None = 256.0  # its activation clamp
     truncation_psi: float = 1.0  # truncation of the foreground pass (reference --trunc)
     min_feature_resolution: int = 8  # coarsest feature maps the alpha network reads
+    compute_dtype: str = "float32"  # the frozen generator's convs: 'float32' | 'bfloat16'
 
     def frozen_generator(self) -> StyleGenerator:
         """The pretrained generator, unbound (its variables: the 'frozen' collection)."""
@@ -174,6 +182,7 @@ class Labels4FreeGenerator(nn.Module):
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
             parent=None,
         )
 

@@ -1,7 +1,10 @@
 """Layered generators: a background and a foreground StyleGAN2 generator fed the same z.
 
 `z: [N, z_dim] -> {'fg_rgb': [N, R, R, 3], 'mask': [N, R, R, 1] in (0, 1),
-'bg_rgb': [N, R, R, 3], 'composite': [N, R, R, 3]}`; images are unbounded and live in [-1, 1].
+'bg_rgb': [N, R, R, 3], 'composite': [N, R, R, 3]}`, all float32; images are unbounded and live
+in [-1, 1]. With `compute_dtype='bfloat16'` the mapping and synthesis networks compute in
+bfloat16 (`ilsgan_jax.nn.precision`); their outputs, the mask sigmoid and the compositing are
+float32.
 """
 
 import flax.linen as nn
@@ -29,6 +32,7 @@ class StyleGenerator(nn.Module):
     channel_base: int = 16384  # synthesis width rule numerator
     channel_max: int = 256  # synthesis width cap
     conv_clamp: float | None = 256.0  # activation clamp
+    compute_dtype: str = "float32"  # convs and matmuls in 'float32' or 'bfloat16'
 
     def setup(self):
         self.mapping = MappingNetwork(
@@ -36,6 +40,7 @@ class StyleGenerator(nn.Module):
             num_ws(self.resolution),
             num_layers=self.mapping_layers,
             lr_multiplier=self.mapping_lr_multiplier,
+            compute_dtype=self.compute_dtype,
         )
         self.synthesis = SynthesisNetwork(
             self.resolution,
@@ -43,6 +48,7 @@ class StyleGenerator(nn.Module):
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
         )
 
     def __call__(
@@ -83,10 +89,19 @@ class PlainGenerator(nn.Module):
     channel_base: int = 16384  # synthesis width rule numerator
     channel_max: int = 256  # synthesis width cap
     conv_clamp: float | None = 256.0  # activation clamp
+    compute_dtype: str = "float32"  # convs and matmuls in 'float32' or 'bfloat16'
 
     @nn.compact
-    def __call__(self, z, *, mixing_z=None, mixing_cutoff=None, truncation_psi=1.0,
-                 noise_mode="random", update_w_avg=False):
+    def __call__(
+        self,
+        z,
+        *,
+        mixing_z=None,
+        mixing_cutoff=None,
+        truncation_psi=1.0,
+        noise_mode="random",
+        update_w_avg=False,
+    ):
         images = StyleGenerator(
             self.resolution,
             3,
@@ -95,6 +110,7 @@ class PlainGenerator(nn.Module):
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
             name="generator",
         )(
             z,
@@ -120,6 +136,7 @@ class LayeredGenerator(nn.Module):
     # Constant added to the mask logit: m = sigmoid(logit + offset). 0 = the reference (masks
     # start around 0.5); negative values start the masks mostly background.
     mask_logit_offset: float = 0.0
+    compute_dtype: str = "float32"  # convs and matmuls in 'float32' or 'bfloat16'
 
     def setup(self):
         kwargs = dict(
@@ -128,6 +145,7 @@ class LayeredGenerator(nn.Module):
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
         )
         self.background = StyleGenerator(self.resolution, 3, **kwargs)
         self.foreground = StyleGenerator(self.resolution, 4, **kwargs)

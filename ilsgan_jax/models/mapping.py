@@ -1,4 +1,5 @@
-"""StyleGAN2 mapping network: z -> w, broadcast to `num_ws`, with `w_avg` tracking and truncation."""
+"""StyleGAN2 mapping network: z -> w, broadcast to `num_ws`, with `w_avg` tracking and
+truncation."""
 
 import flax.linen as nn
 import jax
@@ -13,7 +14,7 @@ def normalize_second_moment(x: jnp.ndarray, axis: int = -1, eps: float = 1e-8) -
 
 
 class MappingNetwork(nn.Module):
-    """`z: [N, z_dim] -> ws: [N, num_ws, w_dim]`.
+    """`z: [N, z_dim] -> ws: [N, num_ws, w_dim]` float32 (the matmuls in `compute_dtype`).
 
     `w_avg` lives in the mutable 'buffers' collection; it moves towards the batch mean of w with
     `w_avg_beta` whenever the network is applied with `update_w_avg=True` (and 'buffers' mutable).
@@ -25,6 +26,7 @@ class MappingNetwork(nn.Module):
     layer_features: int | None = None  # hidden width; None = w_dim
     lr_multiplier: float = 0.01  # learning-rate multiplier of the FC layers
     w_avg_beta: float = 0.995  # decay of the running average of w
+    compute_dtype: str = "float32"  # matmul operands 'float32' | 'bfloat16' (outputs float32)
 
     @nn.compact
     def __call__(
@@ -45,6 +47,7 @@ class MappingNetwork(nn.Module):
                 features,
                 activation="lrelu",
                 lr_multiplier=self.lr_multiplier,
+                compute_dtype=self.compute_dtype,
                 name=f"fc{index}",
             )(x)
         if update_w_avg and not self.is_initializing():

@@ -1,6 +1,11 @@
 """StyleGAN2 synthesis network, 'skip' architecture, NHWC.
 
-`ws: [N, num_ws, w_dim] -> images: [N, R, R, img_channels]` (unbounded; data lives in [-1, 1]).
+`ws: [N, num_ws, w_dim] -> images: [N, R, R, img_channels]` float32 (unbounded; data lives in
+[-1, 1]).
+
+Mixed precision (`compute_dtype='bfloat16'`, every resolution): each layer casts its input
+features and its weight to bfloat16; the styles (affine layers), the demodulation coefficients,
+the noise and the running skip image (ToRGB outputs, their upsampling and sum) stay float32.
 """
 
 import math
@@ -13,6 +18,7 @@ import jax.numpy as jnp
 from ilsgan_jax.nn import upfirdn2d as fir
 from ilsgan_jax.nn.bias_act import bias_act, default_gain
 from ilsgan_jax.nn.layers import EqualizedDense, modulated_conv2d
+from ilsgan_jax.nn.precision import compute_dtype
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -40,7 +46,8 @@ def num_ws(resolution: int) -> int:
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv (+ optional 2x FIR upsampling), noise, bias, lrelu."""
+    """Modulated 3x3 conv (+ optional 2x FIR upsampling), noise, bias, lrelu; in and out
+    `[N, r, r, C]` in `compute_dtype`."""
 
     features: int  # output channels
     resolution: int  # output resolution
@@ -48,11 +55,15 @@ class SynthesisLayer(nn.Module):
     kernel_size: int = 3  # conv kernel width
     conv_clamp: float | None = None  # clamp of the output (None = off)
     resample_filter: Sequence[float] = (1, 3, 3, 1)  # FIR taps
+    compute_dtype: str = "float32"  # dtype of the conv and its output: 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray, noise_mode: str = "random", gain=1.0):
         in_channels = x.shape[-1]
-        styles = EqualizedDense(in_channels, bias_init=1.0, name="affine")(w)
+        x = x.astype(compute_dtype(self.compute_dtype))
+        styles = EqualizedDense(
+            in_channels, bias_init=1.0, compute_dtype=self.compute_dtype, name="affine"
+        )(w)
         weight = self.param(
             "weight",
             nn.initializers.normal(1.0),
@@ -68,9 +79,12 @@ class SynthesisLayer(nn.Module):
         )
         noise = None
         if noise_mode == "random":
-            noise = jax.random.normal(
-                self.make_rng("noise"), (x.shape[0], self.resolution, self.resolution, 1)
-            ) * noise_strength
+            noise = (
+                jax.random.normal(
+                    self.make_rng("noise"), (x.shape[0], self.resolution, self.resolution, 1)
+                )
+                * noise_strength
+            )
         elif noise_mode == "const":
             noise = noise_const.value[None] * noise_strength
         elif noise_mode != "none":
@@ -91,18 +105,25 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
-    """Modulated 1x1 conv without demodulation to `features` output channels."""
+    """Modulated 1x1 conv without demodulation to `features` output channels: the conv in
+    `compute_dtype`, bias and clamp in float32; returns `[N, r, r, features]` float32."""
 
     features: int  # output (image) channels
     conv_clamp: float | None = None  # clamp of the output (None = off)
+    compute_dtype: str = "float32"  # dtype of the conv: 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
         in_channels = x.shape[-1]
-        styles = EqualizedDense(in_channels, bias_init=1.0, name="affine")(w)
+        x = x.astype(compute_dtype(self.compute_dtype))
+        styles = EqualizedDense(
+            in_channels, bias_init=1.0, compute_dtype=self.compute_dtype, name="affine"
+        )(w)
         styles = styles * (1.0 / math.sqrt(in_channels))
-        weight = self.param("weight", nn.initializers.normal(1.0), (1, 1, in_channels, self.features))
-        x = modulated_conv2d(x, weight, styles, demodulate=False)
+        weight = self.param(
+            "weight", nn.initializers.normal(1.0), (1, 1, in_channels, self.features)
+        )
+        x = modulated_conv2d(x, weight, styles, demodulate=False).astype(jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         return bias_act(x, bias, "linear", clamp=self.conv_clamp)
 
@@ -117,6 +138,7 @@ class SynthesisBlock(nn.Module):
     img_channels: int  # channels of the image output
     conv_clamp: float | None = None  # activation clamp
     resample_filter: Sequence[float] = (1, 3, 3, 1)  # FIR taps
+    compute_dtype: str = "float32"  # dtype of the features: 'float32' | 'bfloat16'
 
     @property
     def num_conv(self) -> int:
@@ -124,8 +146,9 @@ class SynthesisBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, img, ws: jnp.ndarray, noise_mode: str = "random", zero_features=False):
-        """ws: `[N, num_conv + 1, w_dim]`. Returns `(features, img)`. `zero_features` replaces this
-        block's features by zeros before its ToRGB and the next block (Labels4Free background)."""
+        """ws: `[N, num_conv + 1, w_dim]`. Returns `(features, img)`: features in `compute_dtype`,
+        img float32. `zero_features` replaces this block's features by zeros before its ToRGB and
+        the next block (Labels4Free background)."""
         w_index = 0
         if self.in_channels == 0:
             const = self.param(
@@ -141,6 +164,7 @@ class SynthesisBlock(nn.Module):
                 up=2,
                 conv_clamp=self.conv_clamp,
                 resample_filter=self.resample_filter,
+                compute_dtype=self.compute_dtype,
                 name="conv0",
             )(x, ws[:, w_index], noise_mode)
             w_index += 1
@@ -149,6 +173,7 @@ class SynthesisBlock(nn.Module):
             self.resolution,
             conv_clamp=self.conv_clamp,
             resample_filter=self.resample_filter,
+            compute_dtype=self.compute_dtype,
             name="conv1",
         )(x, ws[:, w_index], noise_mode)
         w_index += 1
@@ -156,15 +181,19 @@ class SynthesisBlock(nn.Module):
             x = jnp.zeros_like(x)
         if img is not None:
             img = fir.upsample2d(img, fir.setup_filter(self.resample_filter))
-        rgb = ToRGBLayer(self.img_channels, conv_clamp=self.conv_clamp, name="torgb")(
-            x, ws[:, w_index]
-        )
+        rgb = ToRGBLayer(
+            self.img_channels,
+            conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
+            name="torgb",
+        )(x, ws[:, w_index])
         img = rgb if img is None else img + rgb
         return x, img
 
 
 class SynthesisNetwork(nn.Module):
-    """`ws: [N, num_ws, w_dim] -> [N, R, R, img_channels]`, optionally with per-block features."""
+    """`ws: [N, num_ws, w_dim] -> [N, R, R, img_channels]` float32, optionally with per-block
+    features (in `compute_dtype`)."""
 
     img_resolution: int  # output resolution R (power of two, 16..256 tested)
     img_channels: int  # 3 for RGB, 4 for RGB + mask logit
@@ -172,6 +201,7 @@ class SynthesisNetwork(nn.Module):
     channel_max: int = 256  # width cap
     conv_clamp: float | None = 256.0  # activation clamp (reference: 256)
     resample_filter: Sequence[float] = (1, 3, 3, 1)  # FIR taps
+    compute_dtype: str = "float32"  # convs in 'float32' or 'bfloat16' (nn.precision)
 
     @property
     def num_ws(self) -> int:
@@ -203,6 +233,7 @@ class SynthesisNetwork(nn.Module):
                 self.img_channels,
                 conv_clamp=self.conv_clamp,
                 resample_filter=self.resample_filter,
+                compute_dtype=self.compute_dtype,
                 name=f"b{resolution}",
             )
             block_ws = ws[:, w_index : w_index + block.num_conv + 1]
