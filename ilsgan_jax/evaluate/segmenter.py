@@ -9,6 +9,11 @@ foreground IoU (data-set level) are kept.
 
 Entry points for a CLI: `train_segmenter(images, masks, config, seed)` then
 `score_segmenter(variables, test_images, test_masks, config)` and `predict_masks(...)`.
+
+The stage has its own `compute_dtype` (not the GAN's `config.model.compute_dtype`): the U-Net
+trains on exported pairs, independently of the networks that made them. 'bfloat16' runs its
+convolutions in bfloat16 (parameters, batch statistics, optimiser state, logits and the loss stay
+float32).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from absl import logging
 
 from ilsgan_jax.evaluate import seg_metrics
 from ilsgan_jax.models import unet
+from ilsgan_jax.nn.precision import compute_dtype as check_compute_dtype
 
 
 def default_segmenter_config() -> ml_collections.ConfigDict:
     """Defaults of the reference segmenter stage."""
     config = ml_collections.ConfigDict()
     config.widths = unet.DEFAULT_WIDTHS  # U-Net encoder channels per level.
+    config.compute_dtype = "float32"  # U-Net convs: 'float32' or 'bfloat16' (TPU, GPU).
     config.batch_size = 64  # Pairs per training step.
     config.num_steps = 6000  # Training iterations.
     config.learning_rate = 1e-3  # Adam step size.
@@ -182,11 +189,17 @@ def pixel_cross_entropy(logits: jax.Array, masks: jax.Array) -> jax.Array:
     )
 
 
+def build_unet(config: ml_collections.ConfigDict) -> unet.UNet:
+    """The U-Net of the segmenter config (`widths`, `compute_dtype`, checked by name)."""
+    check_compute_dtype(config.compute_dtype, "config.segmenter.compute_dtype")
+    return unet.UNet(widths=tuple(config.widths), compute_dtype=config.compute_dtype)
+
+
 def create_state(
     key: jax.Array, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]
 ) -> SegmenterState:
     """Initial parameters (PyTorch-like init differs; Flax defaults used) and optimiser state."""
-    model = unet.UNet(widths=tuple(config.widths))
+    model = build_unet(config)
     variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
     opt_state = make_optimizer(config).init(params)
@@ -199,12 +212,14 @@ def make_train_step(config: ml_collections.ConfigDict, compiler_options: dict | 
 
     images: [B, H, W, 3] float32 in [-1, 1]; masks: [B, H, W] bool (foreground).
     """
-    model = unet.UNet(widths=tuple(config.widths))
+    model = build_unet(config)
     optimizer = make_optimizer(config)
 
     def loss_fn(params, batch_stats, images, masks):
         logits, updates = model.apply(
-            {"params": params, "batch_stats": batch_stats}, images, train=True,
+            {"params": params, "batch_stats": batch_stats},
+            images,
+            train=True,
             mutable=["batch_stats"],
         )
         return pixel_cross_entropy(logits, masks), updates["batch_stats"]
@@ -232,15 +247,16 @@ def _variables(state: SegmenterState) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _eval_apply(widths: tuple[int, ...]):
+def _eval_apply(widths: tuple[int, ...], compute_dtype: str):
     """Jitted eval-mode forward pass, built once per architecture (not once per call)."""
-    model = unet.UNet(widths=widths)
+    check_compute_dtype(compute_dtype)
+    model = unet.UNet(widths=widths, compute_dtype=compute_dtype)
     return jax.jit(lambda variables, images: model.apply(variables, images, train=False))
 
 
-def _batched_logits(variables, images: np.ndarray, widths, batch_size: int):
-    """Yields (logits [b, H, W, 2], count) in eval mode; the last batch is padded."""
-    apply = _eval_apply(tuple(widths))
+def _batched_logits(variables, images: np.ndarray, widths, batch_size: int, compute_dtype: str):
+    """Yields (logits [b, H, W, 2] float32, count) in eval mode; the last batch is padded."""
+    apply = _eval_apply(tuple(widths), compute_dtype)
     for start in range(0, images.shape[0], batch_size):
         chunk = np.asarray(images[start : start + batch_size], np.float32)
         count = chunk.shape[0]
@@ -250,11 +266,16 @@ def _batched_logits(variables, images: np.ndarray, widths, batch_size: int):
 
 
 def predict_masks(
-    variables: dict, images: np.ndarray, widths=unet.DEFAULT_WIDTHS, batch_size: int = 64
+    variables: dict,
+    images: np.ndarray,
+    widths=unet.DEFAULT_WIDTHS,
+    batch_size: int = 64,
+    compute_dtype: str = "float32",
 ) -> np.ndarray:
-    """Foreground probabilities [N, H, W] float32 in [0, 1] of images [N, H, W, 3] in [-1, 1]."""
+    """Foreground probabilities [N, H, W] float32 in [0, 1] of images [N, H, W, 3] in [-1, 1]
+    (the U-Net's convolutions in `compute_dtype`)."""
     outputs = []
-    for logits, count in _batched_logits(variables, images, widths, batch_size):
+    for logits, count in _batched_logits(variables, images, widths, batch_size, compute_dtype):
         outputs.append(np.asarray(jax.nn.softmax(logits, axis=-1)[:count, ..., 1]))
     return np.concatenate(outputs, axis=0)
 
@@ -280,7 +301,10 @@ def score_segmenter(
         raise ValueError(f"masks: {masks.shape[0]} masks for {images.shape[0]} images")
     accumulator = seg_metrics.SegmentationAccumulator()
     start = 0
-    for logits, count in _batched_logits(variables, images, config.widths, config.eval_batch_size):
+    batches = _batched_logits(
+        variables, images, config.widths, config.eval_batch_size, config.compute_dtype
+    )
+    for logits, count in batches:
         target = masks[start : start + count]
         start += count
         logits = logits[:count]
@@ -347,8 +371,7 @@ def train_segmenter(
                 _variables(state), images[val_indices], masks[val_indices], config
             )
             history.append({"step": step, "loss": loss, **val_metrics})
-            logging.info("segmenter step %d loss %.4f val IoU %.4f", step, loss,
-                         val_metrics["iou"])
+            logging.info("segmenter step %d loss %.4f val IoU %.4f", step, loss, val_metrics["iou"])
             if best is None or val_metrics["iou"] > best.best_val_metrics["iou"]:
                 best = SegmenterResult(jax.device_get(_variables(state)), step, val_metrics, [])
     best.history = history

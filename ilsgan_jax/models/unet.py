@@ -5,6 +5,10 @@ level after the first starting with a 2x2 max pool. Decoder: bilinear x2 upsampl
 `align_corners=True` (as the reference's `nn.Upsample`), padding to the skip's size when odd,
 concatenation [skip, upsampled], a block whose width is that of the encoder level below the skip
 (256, 128, 64, 64 for the default widths); a 1x1 conv to the class logits.
+
+With `compute_dtype='bfloat16'` the convolutions, the batch norms' outputs and the features are
+bfloat16 (parameters and running statistics float32; Flax's BatchNorm computes its statistics in
+float32); the logits are float32.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ilsgan_jax.nn.precision import compute_dtype
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 512)
 
@@ -37,26 +43,28 @@ def _align_corners_matrix(in_size: int, out_size: int) -> np.ndarray:
 def upsample_bilinear_align_corners(images: jax.Array) -> jax.Array:
     """x2 bilinear upsampling with aligned corners: [N, H, W, C] -> [N, 2H, 2W, C]."""
     height, width = images.shape[1], images.shape[2]
-    rows = jnp.asarray(_align_corners_matrix(height, 2 * height))
-    cols = jnp.asarray(_align_corners_matrix(width, 2 * width))
+    rows = jnp.asarray(_align_corners_matrix(height, 2 * height), images.dtype)
+    cols = jnp.asarray(_align_corners_matrix(width, 2 * width), images.dtype)
     images = jnp.einsum("oh,nhwc->nowc", rows, images)
     return jnp.einsum("pw,nowc->nopc", cols, images)
 
 
 class ConvBlock(nn.Module):
-    """(3x3 conv, batch norm, ReLU) x 2."""
+    """(3x3 conv, batch norm, ReLU) x 2, in `compute_dtype`."""
 
     features: int  # Output channels of both convolutions.
+    compute_dtype: str = "float32"  # 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, inputs: jax.Array, train: bool) -> jax.Array:
+        dtype = compute_dtype(self.compute_dtype)
         outputs = inputs
         for _ in range(2):
-            outputs = nn.Conv(self.features, (3, 3), padding=1)(outputs)
+            outputs = nn.Conv(self.features, (3, 3), padding=1, dtype=dtype)(outputs)
             # PyTorch BatchNorm2d defaults: momentum 0.1 (Flax 0.9), eps 1e-5.
-            outputs = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(
-                outputs
-            )
+            outputs = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype
+            )(outputs)
             outputs = nn.relu(outputs)
         return outputs
 
@@ -70,6 +78,7 @@ class UNet(nn.Module):
 
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # Encoder channels per level.
     num_classes: int = 2  # Output logits (background, foreground).
+    compute_dtype: str = "float32"  # Convolutions in 'float32' or 'bfloat16' (logits float32).
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -85,12 +94,13 @@ class UNet(nn.Module):
             raise ValueError(f"images: expected [N, H, W, C], got shape {images.shape}")
         if len(self.widths) < 2:
             raise ValueError(f"widths: need at least two levels, got {self.widths}")
+        dtype = self.compute_dtype
         skips = []
         features = images
         for level, width in enumerate(self.widths):
             if level > 0:
                 features = nn.max_pool(features, (2, 2), strides=(2, 2))
-            features = ConvBlock(width, name=f"encoder_{level}")(features, train)
+            features = ConvBlock(width, dtype, name=f"encoder_{level}")(features, train)
             skips.append(features)
         for level in range(len(self.widths) - 2, -1, -1):
             skip = skips[level]
@@ -101,7 +111,10 @@ class UNet(nn.Module):
             pad_cols = (pad_w // 2, pad_w - pad_w // 2)
             upsampled = jnp.pad(upsampled, ((0, 0), pad_rows, pad_cols, (0, 0)))
             width = self.widths[max(level - 1, 0)]
-            features = ConvBlock(width, name=f"decoder_{level}")(
+            features = ConvBlock(width, dtype, name=f"decoder_{level}")(
                 jnp.concatenate([skip, upsampled], axis=-1), train
             )
-        return nn.Conv(self.num_classes, (1, 1), name="classifier")(features)
+        logits = nn.Conv(self.num_classes, (1, 1), dtype=compute_dtype(dtype), name="classifier")(
+            features
+        )
+        return logits.astype(jnp.float32)
