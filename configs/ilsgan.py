@@ -90,6 +90,7 @@ def make_config(
     config.model.conv_clamp = 256.0  # activation clamp of G and D convs (reference: 256)
     config.model.mbstd_group_size = 4  # D minibatch-std group (must divide the per-device batch)
     config.model.mbstd_num_channels = 1  # D minibatch-std features
+    config.model.compute_dtype = "float32"  # G, D, estimator convs: float32 | bfloat16 (TPU/GPU)
     config.model.mask_logit_offset = 0.0  # m = sigmoid(logit + offset); 0 = the reference
     # Mean mask coverage of the initial generator, set by the mask logit's output bias (a float in
     # (0, 1)); None = the reference initialisation, whose coverage depends on the seed.

@@ -5,6 +5,8 @@ A residual convolutional encoder shaped like the discriminator (width rule
 halving the resolution, then a 4x4 head with two dense layers), but per sample (no minibatch-std)
 and with an unbounded z output. PerturbGAN's paper trains "an encoder" against the frozen generator;
 its official code (adambielski/perturbed-seg) ships no encoder, so the architecture is ours.
+It computes in `config.model.compute_dtype`, like the generator it inverts (parameters float32,
+z float32).
 """
 
 import math
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ilsgan_jax.models.synthesis import block_resolutions, channels_at, check_resolution
+from ilsgan_jax.nn.precision import compute_dtype
 
 LRELU_SLOPE = 0.2
 
@@ -34,15 +37,17 @@ class EncoderBlock(nn.Module):
     """
 
     out_channels: int  # channels after downsampling
+    compute_dtype: str = "float32"  # 'float32' | 'bfloat16'
 
     @nn.compact
     def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
         in_channels = features.shape[-1]
-        skip = nn.Conv(self.out_channels, (1, 1), use_bias=False, name="skip")(
+        dtype = compute_dtype(self.compute_dtype)
+        skip = nn.Conv(self.out_channels, (1, 1), use_bias=False, dtype=dtype, name="skip")(
             _downsample(features)
         )
-        hidden = _lrelu(nn.Conv(in_channels, (3, 3), name="conv0")(features))
-        hidden = _lrelu(nn.Conv(self.out_channels, (3, 3), name="conv1")(hidden))
+        hidden = _lrelu(nn.Conv(in_channels, (3, 3), dtype=dtype, name="conv0")(features))
+        hidden = _lrelu(nn.Conv(self.out_channels, (3, 3), dtype=dtype, name="conv1")(hidden))
         return (skip + _downsample(hidden)) * math.sqrt(0.5)
 
 
@@ -53,6 +58,7 @@ class Encoder(nn.Module):
     z_dim: int  # output dimensionality (the generator's z_dim)
     channel_base: int = 16384  # width rule numerator
     channel_max: int = 256  # width cap
+    compute_dtype: str = "float32"  # convs and matmuls in 'float32' or 'bfloat16' (z float32)
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
@@ -65,13 +71,18 @@ class Encoder(nn.Module):
         def width(res: int) -> int:
             return channels_at(res, self.channel_base, self.channel_max)
 
-        features = _lrelu(nn.Conv(width(self.resolution), (1, 1), name="fromrgb")(images))
+        dtype = compute_dtype(self.compute_dtype)
+        features = _lrelu(
+            nn.Conv(width(self.resolution), (1, 1), dtype=dtype, name="fromrgb")(images)
+        )
         for res in reversed(block_resolutions(self.resolution)[1:]):  # R, R/2, ..., 8
-            features = EncoderBlock(width(res // 2), name=f"block{res}")(features)
-        features = _lrelu(nn.Conv(width(4), (3, 3), name="conv4")(features))
+            features = EncoderBlock(width(res // 2), self.compute_dtype, name=f"block{res}")(
+                features
+            )
+        features = _lrelu(nn.Conv(width(4), (3, 3), dtype=dtype, name="conv4")(features))
         features = features.reshape(features.shape[0], -1)
-        features = _lrelu(nn.Dense(width(4), name="fc")(features))
-        return nn.Dense(self.z_dim, name="out")(features)
+        features = _lrelu(nn.Dense(width(4), dtype=dtype, name="fc")(features))
+        return nn.Dense(self.z_dim, dtype=dtype, name="out")(features).astype(jnp.float32)
 
 
 def build_encoder(config: ml_collections.ConfigDict) -> Encoder:
@@ -91,4 +102,5 @@ def build_encoder(config: ml_collections.ConfigDict) -> Encoder:
         config.model.z_dim,
         channel_base=config.encoder.channel_base,
         channel_max=config.encoder.channel_max,
+        compute_dtype=config.model.compute_dtype,
     )

@@ -106,4 +106,5 @@ def stylegan_kwargs(config: Config) -> dict:
         channel_base=model.channel_base,
         channel_max=model.channel_max,
         conv_clamp=model.conv_clamp,
+        compute_dtype=model.compute_dtype,
     )

@@ -98,6 +98,7 @@ def build_estimator(config: Config) -> RegionMIEstimator | None:
     return RegionMIEstimator(
         resolution=config.loss.ils.estimator_resolution,
         widths=tuple(config.loss.ils.estimator_widths),
+        compute_dtype=config.model.compute_dtype,
     )
 
 

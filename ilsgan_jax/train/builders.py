@@ -8,6 +8,7 @@ import optax
 
 from ilsgan_jax.models.discriminator import Discriminator
 from ilsgan_jax.models.synthesis import check_resolution
+from ilsgan_jax.nn.precision import compute_dtype
 from ilsgan_jax.objectives.schedules import lazy_regularisation_adam, r1_gamma_heuristic
 from ilsgan_jax.systems import System, system_for
 
@@ -41,6 +42,7 @@ def build_networks(config: ml_collections.ConfigDict, system: System | None = No
         conv_clamp=model.conv_clamp,
         mbstd_group_size=model.mbstd_group_size,
         mbstd_num_channels=model.mbstd_num_channels,
+        compute_dtype=model.compute_dtype,
     )
     return Networks(system.build_generator(config), discriminator, system.build_estimator(config))
 
@@ -71,6 +73,7 @@ def r1_gamma(config: ml_collections.ConfigDict) -> float:
 def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the offending field before anything is compiled."""
     check_resolution(config.data.resolution, "config.data.resolution")
+    compute_dtype(config.model.compute_dtype, "config.model.compute_dtype")
     if not 16 <= config.data.resolution <= 1024:
         raise ValueError(
             f"config.data.resolution must be in 16..1024, got {config.data.resolution}"
