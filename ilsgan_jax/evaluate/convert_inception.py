@@ -11,13 +11,14 @@ inside the functions below, so the rest of the package never needs it.
 from __future__ import annotations
 
 import argparse
+import io
 import os
-import tempfile
 
 import numpy as np
 from absl import logging
+from etils import epath
 
-from ilsgan_jax import runtime
+from ilsgan_jax import files, runtime
 from ilsgan_jax.evaluate import inception
 
 _TORCH_PREFIX = "net.layers."
@@ -88,15 +89,13 @@ def convert(output_dir: str | None = None, torchscript_path: str | None = None) 
     for key, shape in expected.items():
         if flat[key].shape != shape:
             raise ValueError(f"{torchscript_path}: {key} has shape {flat[key].shape}, not {shape}")
-    os.makedirs(output_dir, exist_ok=True)
-    output_path = os.path.join(output_dir, inception.PARAMS_FILENAME)
-    with tempfile.NamedTemporaryFile(dir=output_dir, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **flat)
-        temporary_path = handle.name
-    os.chmod(temporary_path, 0o644)  # NamedTemporaryFile creates it private.
-    os.replace(temporary_path, output_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **flat)
+    output_path = files.write_bytes(
+        epath.Path(output_dir) / inception.PARAMS_FILENAME, buffer.getvalue()
+    )
     logging.info("Wrote %d Inception tensors to %s", len(flat), output_path)
-    return output_path
+    return str(output_path)
 
 
 def main(argv: list[str] | None = None) -> None:

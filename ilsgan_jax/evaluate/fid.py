@@ -16,7 +16,6 @@ with `num_subsets=100, max_subset_size=1000`.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -33,6 +32,7 @@ from ilsgan_jax.evaluate.inception_features import (
 from ilsgan_jax.evaluate.kid import kernel_inception_distance
 from ilsgan_jax.evaluate.stats_cache import (
     CachedStatistics,
+    has_statistics,
     load_statistics,
     save_statistics,
     stats_cache_path,
@@ -131,7 +131,7 @@ def _real_statistics(
     if cache_key is not None:
         dataset, resolution, split = cache_key
         path = stats_cache_path(dataset, resolution, split, num_real, cache_dir)
-        if os.path.isfile(path):
+        if has_statistics(path):
             cached = load_statistics(path)
             if not with_kid or cached.features is not None:
                 logging.info("FID: real statistics from %s", path)

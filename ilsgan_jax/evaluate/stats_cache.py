@@ -1,17 +1,17 @@
 """The cache of real-data statistics: one .npz per (dataset, resolution, split, num_images) under
 `<cache_dir>/fid_stats/`, holding the float64 mean and covariance, the image count and (when KID
-needs them) the features. Written atomically."""
+needs them) the features. Written atomically; the cache directory may be a URL (gs://...)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import re
-import tempfile
 
 import numpy as np
+from etils import epath
 
-from ilsgan_jax import runtime
+from ilsgan_jax import files, runtime
 from ilsgan_jax.evaluate.feature_stats import FeatureStatistics
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -25,8 +25,8 @@ def stats_cache_path(
         if not _SAFE_NAME.match(str(value)):
             raise ValueError(f"{field}={value!r}: use letters, digits, '_', '-', '.' only")
     count = "all" if num_images is None else str(int(num_images))
-    directory = os.path.join(cache_dir or runtime.cache_dir(), "fid_stats")
-    return os.path.join(directory, f"{dataset}-{int(resolution)}px-{split}-{count}.npz")
+    directory = epath.Path(cache_dir or runtime.cache_dir()) / "fid_stats"
+    return str(directory / f"{dataset}-{int(resolution)}px-{split}-{count}.npz")
 
 
 def save_statistics(path: str, stats: FeatureStatistics) -> None:
@@ -35,11 +35,9 @@ def save_statistics(path: str, stats: FeatureStatistics) -> None:
     arrays = {"mean": mean, "cov": cov, "num_items": np.int64(stats.num_items)}
     if stats.keep_features:
         arrays["features"] = stats.features()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".npz", delete=False) as f:
-        np.savez(f, **arrays)
-        temporary = f.name
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    files.write_bytes(path, buffer.getvalue())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +50,13 @@ class CachedStatistics:
     features: np.ndarray | None  # [N, D] float32 when saved with features (for KID)
 
 
+def has_statistics(path: str) -> bool:
+    """Whether the cache file `path` (local or a URL) exists."""
+    return epath.Path(path).is_file()
+
+
 def load_statistics(path: str) -> CachedStatistics:
-    with np.load(path) as archive:
+    with epath.Path(path).open("rb") as file, np.load(file) as archive:
         for key in ("mean", "cov", "num_items"):
             if key not in archive.files:
                 raise ValueError(f"{path}: not a statistics file (no {key!r})")

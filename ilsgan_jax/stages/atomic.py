@@ -1,24 +1,17 @@
-"""Atomic file writes: a temporary file in the same directory, then `os.replace`, so a reader
-(or a resumed run) never sees a half-written report or weights file."""
+"""Atomic file writes for the stages: `ilsgan_jax.files.write_bytes` / `write_json` (a temporary
+file in the same directory, then a rename, through etils.epath), so a reader (or a resumed run)
+never sees a half-written report; local paths and URLs (gs://...) alike."""
 
-import json
-import os
+from etils import epath
+
+from ilsgan_jax import files
 
 
-def write_bytes(path: str, data: bytes) -> str:
+def write_bytes(path: epath.PathLike, data: bytes) -> str:
     """Writes `data` to `path` (its directory created if needed); returns `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as file:
-        file.write(data)
-    os.replace(tmp, path)
-    return path
+    return str(files.write_bytes(path, data))
 
 
-def write_json(path: str, payload: dict) -> None:
+def write_json(path: epath.PathLike, payload: dict) -> None:
     """Writes `payload` as indented JSON with sorted keys to `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as file:
-        json.dump(payload, file, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    files.write_json(path, payload)

@@ -2,12 +2,12 @@
 pairs -> train the U-Net -> score it on the test split, with `workdir/report.json` and a console
 summary that says whether the generator's layers separated and, if not, how to continue."""
 
-import os
 import time
 
 import jax
 import ml_collections
 from absl import logging
+from etils import epath
 
 from ilsgan_jax.stages import atomic
 from ilsgan_jax.stages.export import export_pairs
@@ -35,7 +35,7 @@ def separation_advice(summary: dict, config, workdir: str) -> list[str]:
         f"  layers                   NOT separated yet: {full:.0%} of the masks are all-foreground",
         f"    ({kimg:.1f} kimg, this run at {rate:.0f} images/s; on the synthetic data they",
         "    separate at ~55-60 kimg or later). To continue,",
-        f"    {how}: training resumes from {os.path.join(workdir, 'checkpoints')}",
+        f"    {how}: training resumes from {epath.Path(workdir) / 'checkpoints'}",
         "    with a new time budget.",
     ]
 
@@ -54,7 +54,7 @@ def summary_lines(summary: dict, config, workdir: str) -> list[str]:
         f"{summary['gan_seconds'] / 60:.1f} min",
         f"  wall time                {summary['wall_time_seconds'] / 60:.1f} min",
         *separation_advice(summary, config, workdir),
-        f"  report                   {os.path.join(workdir, 'report.json')}",
+        f"  report                   {epath.Path(workdir) / 'report.json'}",
         "",
     ]
 
@@ -91,9 +91,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "wall_time_seconds": time.time() - start,
         "ils_enabled": bool(config.loss.ils.enabled),
         "sample_grid": trained.sample_png,
-        "segmentation_previews": os.path.join(workdir, "previews", "segmentation.png"),
+        "segmentation_previews": str(epath.Path(workdir) / "previews" / "segmentation.png"),
         "devices": [str(d) for d in jax.devices()],
     }
-    atomic.write_json(os.path.join(workdir, "report.json"), summary)
+    atomic.write_json(epath.Path(workdir) / "report.json", summary)
     print("\n".join(summary_lines(summary, config, workdir)))  # the one user-facing print
     return summary

@@ -3,12 +3,11 @@
 `mine_report.json`), both of the EMA generator of the best-FID checkpoint if one is kept, else
 the newest."""
 
-import os
-
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from ilsgan_jax.evaluate import inception
 from ilsgan_jax.evaluate import mine as mine_lib
@@ -68,7 +67,7 @@ def run_fid(config: ml_collections.ConfigDict, workdir: str, *, feature_extracto
         "split": config.data.train_split,
     }
     if jax.process_index() == 0:
-        atomic.write_json(os.path.join(workdir, "fid.json"), report)
+        atomic.write_json(epath.Path(workdir) / "fid.json", report)
     logging.info("%s = %.4f, %s = %.6f (step %d)", report["metric"], report["fid"],
                  report["kid_metric"], report["kid"], step)
     return report
@@ -131,6 +130,6 @@ def run_mine(config: ml_collections.ConfigDict, workdir: str) -> dict:
     report["checkpoint_step"] = int(step)
     report["resolution"] = int(config.data.resolution)
     if jax.process_index() == 0:
-        atomic.write_json(os.path.join(workdir, "mine_report.json"), report)
+        atomic.write_json(epath.Path(workdir) / "mine_report.json", report)
     logging.info("MINE (nats): %s", report["estimates_nats"])
     return report

@@ -1,17 +1,16 @@
 """`--mode=export`: (composite, mask) pairs from the EMA generator, written as the tfds data set
 `workdir/export/ilsgan_pairs/1.0.0` (see `evaluate.pair_dataset`), plus fg/bg/soft mask and
 optional PNGs in `workdir/export/png/`. Deterministic from `config.export.seed`, resumable, and
-split over processes by shard."""
+split over processes by shard. The workdir may be local or a URL (gs://...)."""
 
 import json
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 from ilsgan_jax.evaluate import pair_dataset
@@ -57,12 +56,11 @@ def _export_settings(config, step) -> dict:
     }
 
 
-def _check_or_record_settings(out_dir: str, settings: dict) -> None:
+def _check_or_record_settings(out_dir: epath.Path, settings: dict) -> None:
     """Refuses to resume an export made with other settings (its shards would mix in)."""
-    path = os.path.join(out_dir, "export_settings.json")
-    if os.path.isfile(path):
-        with open(path) as file:
-            recorded = json.load(file)
+    path = out_dir / "export_settings.json"
+    if path.is_file():
+        recorded = json.loads(path.read_text())
         for name, value in settings.items():
             if recorded.get(name) != value and not (name == "checkpoint_step" and value is None):
                 raise ValueError(
@@ -87,7 +85,7 @@ def _shard_arrays(layers: dict, count: int) -> dict[str, np.ndarray]:
 
 
 def write_export_shards(
-    config, out_dir: str, state, networks, *, process_index: int, process_count: int
+    config, out_dir: epath.PathLike, state, networks, *, process_index: int, process_count: int
 ) -> list[int]:
     """Writes the missing shards `i` with `i % process_count == process_index` of the export
     into `pair_dataset.dataset_dir(out_dir)` (and PNGs if `config.export.png`). Shard i holds
@@ -98,15 +96,15 @@ def write_export_shards(
     export = config.export
     shard_size = export.shard_size
     num_shards = -(-export.num_pairs // shard_size)
-    directory = pair_dataset.dataset_dir(out_dir)
+    directory = epath.Path(pair_dataset.dataset_dir(out_dir))
     generate = layers_generate_fn(config, networks.generator, shard_size)
     params = jax.device_get(state.g_ema_params)
     buffers = jax.device_get(state.g_ema_buffers)
     base_key = jax.random.key(export.seed)
     written = []
     for shard in range(process_index, num_shards, process_count):
-        path = os.path.join(directory, pair_dataset.shard_filename(shard, num_shards))
-        if os.path.exists(path):
+        path = directory / pair_dataset.shard_filename(shard, num_shards)
+        if path.exists():
             continue
         layers = jax.device_get(generate(params, buffers, jax.random.fold_in(base_key, shard)))
         arrays = _shard_arrays(layers, min(shard_size, export.num_pairs - shard * shard_size))
@@ -132,7 +130,7 @@ def export_pairs(
     `export.seed`; resumable (finished shards are skipped; writes are atomic); process p of P
     writes the shards with `i % P == p`, then process 0 writes the tfds metadata. Returns the
     data set directory (for `tfds.builder_from_directory`)."""
-    out_dir = os.path.join(workdir, "export")
+    out_dir = epath.Path(workdir) / "export"
     directory = pair_dataset.dataset_dir(out_dir)
     if config.export.num_pairs < 1 or config.export.shard_size < 1:
         raise ValueError(
@@ -140,13 +138,13 @@ def export_pairs(
             f"{config.export.shard_size} must be >= 1"
         )
     if overwrite and jax.process_index() == 0:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.rmtree(missing_ok=True)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("export: old export removed")
     step = None
     if state is None:
         state, step, networks = restore_train_state(config, workdir, prefer_best=True)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _check_or_record_settings(out_dir, _export_settings(config, step))
     written = write_export_shards(
         config,
@@ -164,15 +162,15 @@ def export_pairs(
     return directory
 
 
-def write_pngs(out_dir: str, first_index: int, arrays: dict) -> None:
+def write_pngs(out_dir: epath.PathLike, first_index: int, arrays: dict) -> None:
     """`out_dir/png/<index>.png` (composite) and `<index>_mask.png` (0/255) for each pair of
     `arrays` (`_shard_arrays`' uint8 arrays), numbered from `first_index`."""
-    png_dir = os.path.join(out_dir, "png")
+    png_dir = epath.Path(out_dir) / "png"
     for offset in range(arrays["image"].shape[0]):
         index = first_index + offset
-        sample_grids.save_png(arrays["image"][offset], os.path.join(png_dir, f"{index:07d}.png"))
+        sample_grids.save_png(arrays["image"][offset], png_dir / f"{index:07d}.png")
         sample_grids.save_png(
-            arrays["mask"][offset, ..., 0] * 255, os.path.join(png_dir, f"{index:07d}_mask.png")
+            arrays["mask"][offset, ..., 0] * 255, png_dir / f"{index:07d}_mask.png"
         )
 
 

@@ -6,7 +6,6 @@ what the Colab notebook calls. Every process runs the same code; process 0 write
 
 import dataclasses
 import math
-import os
 import time
 
 import jax
@@ -15,9 +14,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from etils import epath
 from jax.experimental import multihost_utils
 
-from ilsgan_jax import parallel
+from ilsgan_jax import files, parallel
 from ilsgan_jax.data import input_pipeline, single_image
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.train import builders, checkpointing, training_fid
@@ -181,9 +181,9 @@ class _LoopHooks:
         grid = sample_grids.make_grid(host_rows(self.sample_fn, state))
         path = None
         if jax.process_index() == 0:
-            samples = os.path.join(self.workdir, "samples")
-            path = sample_grids.save_png(grid, os.path.join(samples, f"step_{step:07d}.png"))
-            sample_grids.save_png(grid, os.path.join(samples, "latest.png"))
+            samples = epath.Path(self.workdir) / "samples"
+            path = sample_grids.save_png(grid, samples / f"step_{step:07d}.png")
+            sample_grids.save_png(grid, samples / "latest.png")
         self.writer.write_images(step, {"samples": grid[None]})
         return path
 
@@ -213,8 +213,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     the time budget or a preemption signal. Returns a `TrainResult`."""
     start_time = time.time()
     # ----- Logging, mesh and config checks --------------------------------------------------
-    os.makedirs(workdir, exist_ok=True)
-    writer = metric_writers.create_default_writer(
+    workdir = files.resolve(workdir, "workdir")
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    writer = metric_writers.create_default_writer(  # TensorBoard files through tf.io.gfile
         workdir, just_logging=jax.process_index() > 0, asynchronous=True
     )
     parallel.log_topology()
@@ -227,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     trainer = make_trainer(config)
     state = init_state(trainer, mesh)
     checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        epath.Path(workdir) / "checkpoints",
         save_every_steps=config.train.checkpoint_every_steps,
         keep_last=config.train.keep_checkpoints,
     )

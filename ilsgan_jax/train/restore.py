@@ -1,11 +1,10 @@
 """Restores a GAN train state from `workdir/checkpoints`, for the stages after training (export,
 FID, MINE, the inversion encoder) and for Labels4Free's pretrained generator."""
 
-import os
-
 import jax
 import ml_collections
 from absl import logging
+from etils import epath
 
 from ilsgan_jax import parallel
 from ilsgan_jax.train import builders, checkpointing
@@ -30,7 +29,7 @@ def restore_train_state(config: ml_collections.ConfigDict, workdir: str, *, pref
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated), abstract
     )
-    directory = os.path.join(workdir, "checkpoints")
+    directory = epath.Path(workdir) / "checkpoints"
     checkpointer = checkpointing.Checkpointer(directory, save_every_steps=1, keep_last=1000)
     try:
         best_step = checkpointer.best_step() if prefer_best else None
