@@ -13,7 +13,6 @@ import json
 import logging as std_logging
 import os
 
-import flax.serialization
 import numpy as np
 import pytest
 from loop_helpers import RESOLUTION
@@ -120,7 +119,8 @@ def test_report_written_with_its_keys(segmenter_run, config):
     # The previews grid: 4 rows (image, truth, prediction, cutout) of 16 test images, 1 px gaps.
     preview = np.asarray(Image.open(os.path.join(workdir, "previews", "segmentation.png")))
     assert preview.shape == (4 * (RESOLUTION + 1) + 1, 16 * (RESOLUTION + 1) + 1, 3)
-    assert os.path.exists(os.path.join(workdir, "segmenter", "best.msgpack"))
+    assert segmentation.segmenter_dir(workdir).is_dir()  # the orbax directory of the weights
+    assert not os.path.exists(os.path.join(workdir, "segmenter", "best.msgpack"))
 
 
 def numpy_per_image_iou(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -132,8 +132,7 @@ def numpy_per_image_iou(prediction: np.ndarray, target: np.ndarray) -> np.ndarra
 
 def test_scores_match_numpy_and_beat_all_foreground(segmenter_run, config):
     workdir, report = segmenter_run["workdir"], segmenter_run["report"]
-    with open(os.path.join(workdir, "segmenter", "best.msgpack"), "rb") as file:
-        variables = flax.serialization.msgpack_restore(file.read())
+    variables = segmentation.load_segmenter(config, workdir)
     test_images, test_masks = load_eval_split(config)
     assert test_images.shape == (config.data.synthetic_test_size, RESOLUTION, RESOLUTION, 3)
     truth = test_masks > 0.5
@@ -200,8 +199,7 @@ def test_segment_folder_writes_skips_and_refuses_to_overwrite(
     assert "broken.png" in warnings
 
     # The 16 px image is segmented as is: the mask is the thresholded prediction.
-    with open(os.path.join(segmenter_run["workdir"], "segmenter", "best.msgpack"), "rb") as file:
-        variables = flax.serialization.msgpack_restore(file.read())
+    variables = segmentation.load_segmenter(config, segmenter_run["workdir"])
     probability = segmenter_lib.predict_masks(
         variables, exact_image[None].astype(np.float32) / 127.5 - 1.0, config.segmenter.widths, 1
     )[0]

@@ -6,28 +6,28 @@ Training (`train_encoder`) uses generated samples only: `z ~ N(0, I)`, `x = G(z)
 generator never changes. Segmentation (`encoder_masks`): `mask(G(E(x))) > 0.5` for real images.
 `score_encoder` is the `--mode=train_encoder` stage: restore the GAN, train (or load) E, score
 its masks on the real evaluation split with the metrics of the U-Net route, and write
-`workdir/encoder/{encoder.msgpack, report.json, previews.png}`.
+`workdir/encoder/{weights/, report.json, previews.png}` (weights/: an orbax directory; older runs'
+`encoder/encoder.msgpack` is still read). The workdir may be local or a URL (gs://...).
 
 The encoder stage runs on one device (the default one): it is small next to the GAN.
 """
 
-import os
 import time
 from collections.abc import Callable
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
 from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.evaluate import seg_metrics
 from ilsgan_jax.models.encoder import Encoder, build_encoder
-from ilsgan_jax.stages import atomic
+from ilsgan_jax.stages import atomic, weights
 from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.state import generator_variables
 
@@ -217,51 +217,62 @@ def encoder_masks(
 # ----------------------------------------------------------------------------------------------
 # Stage: --mode=train_encoder
 # ----------------------------------------------------------------------------------------------
-def _encoder_dir(workdir: str) -> str:
-    return os.path.join(workdir, "encoder")
+def _encoder_dir(workdir: str) -> epath.Path:
+    return epath.Path(workdir) / "encoder"
+
+
+def encoder_weights_dir(workdir: str) -> epath.Path:
+    """`workdir/encoder/weights`: the orbax directory of E's variables."""
+    return _encoder_dir(workdir) / "weights"
+
+
+def _legacy_encoder_file(workdir: str) -> epath.Path:
+    return _encoder_dir(workdir) / "encoder.msgpack"
 
 
 def save_encoder(workdir: str, encoder_variables: dict) -> str:
-    """Writes E's variables to `workdir/encoder/encoder.msgpack` (atomically)."""
-    path = os.path.join(_encoder_dir(workdir), "encoder.msgpack")
-    return atomic.write_bytes(path, flax.serialization.to_bytes(jax.device_get(encoder_variables)))
+    """Writes E's variables into `encoder_weights_dir(workdir)` with orbax (atomically; every
+    process calls it); returns the directory."""
+    return weights.save(encoder_weights_dir(workdir), encoder_variables)
 
 
 def load_encoder(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """E's variables from `workdir/encoder/encoder.msgpack` (FileNotFoundError if absent)."""
-    path = os.path.join(_encoder_dir(workdir), "encoder.msgpack")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No encoder at {path}; run --mode=train_encoder first")
+    """E's variables (NumPy leaves) from `encoder_weights_dir(workdir)`, or from an older run's
+    `encoder/encoder.msgpack`. FileNotFoundError if there are none; ValueError naming the path
+    if they cannot be read."""
     resolution = config.data.resolution
     template = jax.eval_shape(
         build_encoder(config).init, jax.random.key(0), jnp.zeros((1, resolution, resolution, 3))
     )
-    template = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), template)
-    with open(path, "rb") as file:
-        return flax.serialization.from_bytes(template, file.read())
+    return weights.load(
+        encoder_weights_dir(workdir),
+        _legacy_encoder_file(workdir),
+        template,
+        what="encoder",
+        remedy="--mode=train_encoder --overwrite",
+    )
 
 
 def score_encoder(
     config: ml_collections.ConfigDict, workdir: str, *, retrain: bool = False
 ) -> dict:
-    """Restores the GAN from `workdir`, trains E (or loads `encoder/encoder.msgpack` unless
-    `retrain`), scores `mask(G(E(x)))` on the real evaluation split with the U-Net route's
-    metrics (`SegmentationAccumulator`) and writes `encoder/report.json` (and
+    """Restores the GAN from `workdir`, trains E (or loads its saved weights unless `retrain`),
+    scores `mask(G(E(x)))` on the real evaluation split with the U-Net route's metrics
+    (`SegmentationAccumulator`) and writes `encoder/report.json` (and
     `encoder/previews.png`: test images, ground truth, predicted masks, reconstructions).
     Returns the report."""
     start = time.time()
     state, gan_step, networks = restore_train_state(config, workdir)
     history: History = []
-    weights_path = os.path.join(_encoder_dir(workdir), "encoder.msgpack")
-    if os.path.exists(weights_path) and not retrain:
+    saved = weights.exist(encoder_weights_dir(workdir), _legacy_encoder_file(workdir))
+    if saved and not retrain:
         encoder_variables = load_encoder(config, workdir)
-        logging.info("Loaded the encoder from %s", weights_path)
+        logging.info("Loaded the encoder from %s", _encoder_dir(workdir))
     else:
         encoder_variables, history = train_encoder(
             config, state, networks, seed=config.encoder.seed
         )
-        if jax.process_index() == 0:
-            save_encoder(workdir, encoder_variables)
+        save_encoder(workdir, encoder_variables)  # every process: orbax synchronises them
     test_images, test_masks = load_eval_split(config)
     predicted = encoder_masks(config, encoder_variables, state, networks, test_images)
     accumulator = seg_metrics.SegmentationAccumulator()
@@ -280,7 +291,7 @@ def score_encoder(
     if jax.process_index() == 0:
         _write_previews(config, workdir, encoder_variables, state, networks, test_images[:16],
                         test_masks[:16], predicted[:16])
-        atomic.write_json(os.path.join(_encoder_dir(workdir), "report.json"), report)
+        atomic.write_json(_encoder_dir(workdir) / "report.json", report)
     return report
 
 
@@ -301,4 +312,4 @@ def _write_previews(config, workdir, encoder_variables, state, networks, images,
         "reconstruction": np.clip(reconstruction, -1, 1),
     }
     grid = sample_grids.make_grid(rows, order=tuple(rows))
-    return sample_grids.save_png(grid, os.path.join(_encoder_dir(workdir), "previews.png"))
+    return sample_grids.save_png(grid, _encoder_dir(workdir) / "previews.png")

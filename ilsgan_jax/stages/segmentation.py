@@ -1,15 +1,17 @@
 """The U-Net route: `--mode=train_segmenter` (train on the exported pairs, score on the real
 evaluation split), `--mode=evaluate` (score the saved segmenter again) and `--mode=segment`
-(masks for a user's folder of images). The segmenter lives in `workdir/segmenter/best.msgpack`."""
+(masks for a user's folder of images). The segmenter's weights live in the orbax directory
+`workdir/segmenter/weights/` (older runs: `workdir/segmenter/best.msgpack`, still read). The
+workdir, --input and --output may be local or URLs (gs://...)."""
 
-import os
+import io
 import time
 
-import flax.serialization
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from ilsgan_jax import compiler_options
@@ -17,43 +19,51 @@ from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import pair_dataset, seg_metrics
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
-from ilsgan_jax.stages import atomic
+from ilsgan_jax.stages import atomic, weights
 from ilsgan_jax.stages.export import load_pairs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what segment_folder reads
 
 
-def _segmenter_path(workdir: str) -> str:
-    return os.path.join(workdir, "segmenter", "best.msgpack")
+def segmenter_dir(workdir: str) -> epath.Path:
+    """`workdir/segmenter/weights`: the orbax directory of the U-Net's variables."""
+    return epath.Path(workdir) / "segmenter" / "weights"
+
+
+def _legacy_segmenter_file(workdir: str) -> epath.Path:
+    return epath.Path(workdir) / "segmenter" / "best.msgpack"
 
 
 def save_segmenter(workdir: str, variables: dict) -> str:
-    """Writes the U-Net's `{'params', 'batch_stats'}` to `workdir/segmenter/best.msgpack`
-    (atomically); returns the path."""
-    data = flax.serialization.to_bytes(jax.device_get(variables))
-    return atomic.write_bytes(_segmenter_path(workdir), data)
+    """Writes the U-Net's `{'params', 'batch_stats'}` into `segmenter_dir(workdir)` with orbax
+    (atomically; every process calls it); returns the directory."""
+    return weights.save(segmenter_dir(workdir), variables)
 
 
 def load_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """The U-Net's variables from `workdir/segmenter/best.msgpack` (FileNotFoundError if
-    absent), shaped by `config.segmenter` at `config.data.resolution`."""
-    path = _segmenter_path(workdir)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No segmenter at {path}; run --mode=train_segmenter first")
+    """The U-Net's variables (NumPy leaves) from `segmenter_dir(workdir)`, or from an older
+    run's `segmenter/best.msgpack`, shaped by `config.segmenter` at `config.data.resolution`.
+    FileNotFoundError if there are none; ValueError naming the path if they cannot be read."""
     resolution = config.data.resolution
-    template = segmenter_lib.create_state(
-        jax.random.key(0), config.segmenter, (resolution, resolution, 3)
+    state = jax.eval_shape(
+        lambda key: segmenter_lib.create_state(key, config.segmenter, (resolution, resolution, 3)),
+        jax.random.key(0),
     )
-    template = {"params": template.params, "batch_stats": template.batch_stats}
-    with open(path, "rb") as file:
-        return flax.serialization.from_bytes(template, file.read())
+    template = {"params": state.params, "batch_stats": state.batch_stats}
+    return weights.load(
+        segmenter_dir(workdir),
+        _legacy_segmenter_file(workdir),
+        template,
+        what="segmenter",
+        remedy="--mode=train_segmenter",
+    )
 
 
 def train_and_score_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the U-Net on the exported pairs (best validation IoU kept), scores it on the real
     evaluation split, writes `segmenter/report.json` and previews; returns the report."""
     start = time.time()
-    images, masks = load_pairs(pair_dataset.dataset_dir(os.path.join(workdir, "export")))
+    images, masks = load_pairs(pair_dataset.dataset_dir(epath.Path(workdir) / "export"))
     result = segmenter_lib.train_segmenter(
         images,
         masks,
@@ -81,7 +91,7 @@ def train_and_score_segmenter(config: ml_collections.ConfigDict, workdir: str) -
         "segmenter_seconds": time.time() - start,
     }
     write_previews(config, workdir, result.variables, test_images[:16], test_masks[:16])
-    atomic.write_json(os.path.join(workdir, "segmenter", "report.json"), report)
+    atomic.write_json(epath.Path(workdir) / "segmenter" / "report.json", report)
     return report
 
 
@@ -100,7 +110,7 @@ def write_previews(config, workdir, variables, images, masks) -> str:
         "cutout": predicted * images + (1 - predicted),
     }
     grid = sample_grids.make_grid(rows, order=tuple(rows))
-    return sample_grids.save_png(grid, os.path.join(workdir, "previews", "segmentation.png"))
+    return sample_grids.save_png(grid, epath.Path(workdir) / "previews" / "segmentation.png")
 
 
 def evaluate_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -109,7 +119,7 @@ def evaluate_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
     variables = load_segmenter(config, workdir)
     images, masks = load_eval_split(config)
     metrics = segmenter_lib.score_segmenter(variables, images, masks, config.segmenter)
-    atomic.write_json(os.path.join(workdir, "evaluation.json"), metrics)
+    atomic.write_json(epath.Path(workdir) / "evaluation.json", metrics)
     logging.info("Evaluation: %s", metrics)
     return metrics
 
@@ -138,28 +148,35 @@ def segment_folder(config, workdir: str, input_dir: str, output_dir: str, overwr
     """Applies the trained segmenter to every image in `input_dir`; writes `<stem>_mask.png` and
     `<stem>_overlay.png` into `output_dir`. Unreadable files are reported and skipped; existing
     outputs are kept unless `overwrite`. Returns the number of images segmented."""
-    if not input_dir or not os.path.isdir(input_dir):
+    if not input_dir or not epath.Path(input_dir).is_dir():
         raise FileNotFoundError(f"--input must be an existing folder of images, got {input_dir!r}")
     if not output_dir:
         raise ValueError("--output (folder for the masks) is required for --mode=segment")
-    os.makedirs(output_dir, exist_ok=True)
+    output = epath.Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
     variables = load_segmenter(config, workdir)
-    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(IMAGE_SUFFIXES))
+    paths = sorted(
+        (
+            path
+            for path in epath.Path(input_dir).iterdir()
+            if path.name.lower().endswith(IMAGE_SUFFIXES)
+        ),
+        key=lambda path: path.name,
+    )
     done, bad = 0, []
-    for name in names:
-        stem = os.path.splitext(name)[0]
-        mask_path = os.path.join(output_dir, f"{stem}_mask.png")
-        if os.path.exists(mask_path) and not overwrite:
+    for path in paths:
+        mask_path = output / f"{path.stem}_mask.png"
+        if mask_path.exists() and not overwrite:
             raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
         try:
-            with Image.open(os.path.join(input_dir, name)) as image:
+            with Image.open(io.BytesIO(path.read_bytes())) as image:
                 rgb = image.convert("RGB")
         except (OSError, UnidentifiedImageError) as error:
-            bad.append(f"{name}: {error}")
+            bad.append(f"{path.name}: {error}")
             continue
         mask, overlay = _segment_image(config, variables, rgb)
-        mask.save(mask_path)
-        overlay.save(os.path.join(output_dir, f"{stem}_overlay.png"))
+        sample_grids.save_png(np.asarray(mask), mask_path)
+        sample_grids.save_png(np.asarray(overlay), output / f"{path.stem}_overlay.png")
         done += 1
     if bad:
         logging.warning("Skipped %d unreadable files, e.g. %s", len(bad), bad[:5])
