@@ -15,7 +15,8 @@ GRID_ROWS = ("composite", "shifted_composite", "fg_rgb", "bg_rgb", "mask", "fg_o
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """`[..., C]` float in [-1, 1] -> uint8 in [0, 255] (StyleGAN2's quantisation)."""
-    return np.clip(np.floor(np.asarray(images, np.float32) * 127.5 + 128.0), 0, 255).astype(np.uint8)
+    scaled = np.floor(np.asarray(images, np.float32) * 127.5 + 128.0)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def make_grid(rows: dict, order=GRID_ROWS, padding: int = 1) -> np.ndarray:
