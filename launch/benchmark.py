@@ -6,19 +6,21 @@ images; the timed window covers `--steps` consecutive steps after a warm-up step
 `--steps >= r1_interval` (16) exactly one R1 phase per 16 steps is included (R1 amortised).
 
   python launch/benchmark.py --resolutions=32,64,128 --widths=paper,runlocal --steps=16 \
-      --output=/tmp/benchmark.json [--input]
+      --dtypes=float32,bfloat16 --output=/tmp/benchmark.json [--input]
 
 Widths: 'paper' = channel_base 16384, channel_max 256, z/w 512, 8 mapping layers (the config's
 defaults, ADA as configured); 'runlocal' = the 2-core-CPU variant (channel_base 1024, channel_max
 64, z/w 64, 4 mapping layers, no ADA). `--skip=paper:128` (default) leaves out pairs that are too
-slow on a CPU.
+slow on a CPU. `--dtypes` lists the `config.model.compute_dtype` values to measure, one row each
+(bfloat16 is meant for TPUs and GPUs; on a 2-core CPU it measured ~3x slower than float32 at
+the runlocal size).
 
 Columns: compile seconds (lowering + XLA compilation), steady-state images/s (mean over the timed
 steps), peak resident host memory so far (`ru_maxrss`, the process maximum: monotone over rows),
 GFLOPs per step from XLA cost analysis of the compiled phases (R1 amortised over 16 steps), and
-model FLOP utilisation = FLOPs/step x steps/s / the dense float32 matmul FLOP/s measured on the
-same machine (a 2048^2 `jnp.dot`). The 1-minute load average is recorded with every row: the
-numbers are only comparable at similar load. `--input` adds the input pipeline's throughput
+model FLOP utilisation = FLOPs/step x steps/s / the dense matmul FLOP/s measured on the same
+machine in the row's dtype (a 2048^2 `jnp.dot`). The 1-minute load average is recorded with every
+row: the numbers are only comparable at similar load. `--input` adds the input pipeline's throughput
 (`launch/benchmark_input.py`). `--compare_compiler_options` adds, per row, the main phase compiled
 with the jaxlib's default XLA options against the config's `compiler` options, run in turns in
 this process (`ilsgan_jax/compiler_options.py`; the speed-up is a ratio, robust to drift).
@@ -39,6 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import ilsgan as ilsgan_config
 from ilsgan_jax import compiler_options, parallel
+from ilsgan_jax.nn.precision import COMPUTE_DTYPES
 from ilsgan_jax.train import phases
 from ilsgan_jax.train import state as state_lib
 from ilsgan_jax.train import step as step_lib
@@ -50,6 +53,9 @@ _WIDTHS = flags.DEFINE_list("widths", list(WIDTHS), "Network widths: paper and/o
 _STEPS = flags.DEFINE_integer("steps", 16, "Timed train steps per row (>= 16 includes one R1).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
 _SKIP = flags.DEFINE_list("skip", ["paper:128"], "widths:resolution pairs to leave out.")
+_DTYPES = flags.DEFINE_list(
+    "dtypes", ["float32"], f"config.model.compute_dtype values to measure: {COMPUTE_DTYPES}."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Path of the JSON file of the results.")
 _INPUT = flags.DEFINE_bool("input", False, "Also measure the input pipeline (benchmark_input).")
 _CACHE = flags.DEFINE_bool(
@@ -65,19 +71,23 @@ _COMPARE = flags.DEFINE_bool(
 _ROUNDS = flags.DEFINE_integer("rounds", 8, "Interleaved rounds of --compare_compiler_options.")
 
 
-def make_config(widths: str, resolution: int, batch_size: int):
-    """The ILSGAN config at `widths` ('paper' | 'runlocal') and `resolution`."""
+def make_config(widths: str, resolution: int, batch_size: int, compute_dtype: str = "float32"):
+    """The ILSGAN config at `widths` ('paper' | 'runlocal'), `resolution` and `compute_dtype`."""
     if widths not in WIDTHS:
         raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"--dtypes entries must be in {COMPUTE_DTYPES}, got {compute_dtype!r}")
     variant = f"res={resolution}" + (",runlocal" if widths == "runlocal" else "")
     config = ilsgan_config.get_config(variant)
     config.train.batch_size = batch_size
+    config.model.compute_dtype = compute_dtype
     return config
 
 
-def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` float32 FLOP/s of a jitted `size x size` matmul on the default device."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best-of-`repeats` FLOP/s of a jitted `size x size` matmul in `dtype` on the default
+    device."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32).astype(dtype)
     matmul = jax.jit(jnp.dot)
     jax.block_until_ready(matmul(a, a))
     best = float("inf")
@@ -101,16 +111,14 @@ def step_flops(compiled) -> float:
     return float((analysis or {}).get("flops", 0.0))
 
 
-def setup_train_step(widths: str, resolution: int, batch_size: int):
+def setup_train_step(widths: str, resolution: int, batch_size: int, compute_dtype: str):
     """(config, mesh, trainer, init, real): `init(key)` makes a replicated train state; `real`
     is a fixed batch of uniform images in [-1, 1] sharded on 'data'."""
-    config = make_config(widths, resolution, batch_size)
+    config = make_config(widths, resolution, batch_size, compute_dtype)
     mesh = parallel.create_mesh()
     trainer = step_lib.make_trainer(config)
     init = jax.jit(
-        lambda key: state_lib.create_train_state(
-            config, trainer.networks, trainer.optimizers, key
-        ),
+        lambda key: state_lib.create_train_state(config, trainer.networks, trainer.optimizers, key),
         out_shardings=NamedSharding(mesh, PartitionSpec()),
     )
     rng = np.random.default_rng(0)
@@ -119,9 +127,13 @@ def setup_train_step(widths: str, resolution: int, batch_size: int):
     return config, mesh, trainer, init, real
 
 
-def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: int) -> dict:
+def benchmark_train_step(
+    widths: str, resolution: int, batch_size: int, steps: int, compute_dtype: str = "float32"
+) -> dict:
     """Compiles and times the train step; returns one row of results."""
-    config, mesh, trainer, init, real = setup_train_step(widths, resolution, batch_size)
+    config, mesh, trainer, init, real = setup_train_step(
+        widths, resolution, batch_size, compute_dtype
+    )
     state = init(jax.random.key(config.seed))
     # The loop's step: the main phases and the R1 phase compiled separately, R1 every 16 steps.
     phased = step_lib.jit_phased_train_step(trainer, mesh)
@@ -147,6 +159,7 @@ def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: i
     return {
         "widths": widths,
         "resolution": resolution,
+        "compute_dtype": compute_dtype,
         "batch_size": batch_size,
         "devices": len(mesh.devices.flat),
         "ada": config.ada.mode,
@@ -161,14 +174,21 @@ def benchmark_train_step(widths: str, resolution: int, batch_size: int, steps: i
 
 
 def compare_compiler_options(
-    widths: str, resolution: int, batch_size: int, rounds: int, steps_per_round: int = 4
+    widths: str,
+    resolution: int,
+    batch_size: int,
+    rounds: int,
+    steps_per_round: int = 4,
+    compute_dtype: str = "float32",
 ) -> dict:
     """Main phase with the jaxlib's default XLA options vs the config's `compiler` options.
 
     Both executables come from one lowering and run in turns (`rounds` x `steps_per_round`
     steps each), so machine drift hits both alike; the speed-up is the median of the per-round
     time ratios (default / configured)."""
-    config, mesh, trainer, init, real = setup_train_step(widths, resolution, batch_size)
+    config, mesh, trainer, init, real = setup_train_step(
+        widths, resolution, batch_size, compute_dtype
+    )
     main_phase = functools.partial(phases.main_phase, trainer)
     lowered = step_lib.jit_train_step(main_phase, mesh).lower(init(jax.random.key(0)), real)
     configured = compiler_options.for_devices(config, mesh.devices.flat)
@@ -190,6 +210,7 @@ def compare_compiler_options(
     return {
         "widths": widths,
         "resolution": resolution,
+        "compute_dtype": compute_dtype,
         "configured_options": configured,
         "default_seconds_per_main_phase": round(float(np.median(seconds["default"])), 4),
         "configured_seconds_per_main_phase": round(float(np.median(seconds["configured"])), 4),
@@ -199,7 +220,8 @@ def compare_compiler_options(
 
 
 def add_utilisation(row: dict, matmul_flops: float) -> dict:
-    """Adds `mfu`: the step's FLOP/s over the measured dense matmul FLOP/s."""
+    """Adds `mfu`: the step's FLOP/s over the measured dense matmul FLOP/s (of the row's
+    dtype)."""
     step_flop_rate = row["gflops_per_step"] * 1e9 / row["seconds_per_step"]
     row["achieved_gflop_per_second"] = round(step_flop_rate / 1e9, 1)
     row["mfu"] = round(step_flop_rate / matmul_flops, 3)
@@ -210,6 +232,7 @@ def format_table(rows: list[dict]) -> str:
     columns = [
         ("widths", "widths"),
         ("resolution", "res"),
+        ("compute_dtype", "dtype"),
         ("compile_seconds", "compile s"),
         ("images_per_second", "img/s"),
         ("peak_host_memory_mb", "peak MiB"),
@@ -234,31 +257,38 @@ def main(argv):
     for widths in _WIDTHS.value:
         if widths not in WIDTHS:
             raise ValueError(f"--widths entries must be in {WIDTHS}, got {widths!r}")
-    matmul_flops = matmul_flops_per_second()
-    logging.info("dense float32 matmul: %.1f GFLOP/s", matmul_flops / 1e9)
+    for dtype in _DTYPES.value:
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"--dtypes entries must be in {COMPUTE_DTYPES}, got {dtype!r}")
+    matmul_flops = {dtype: matmul_flops_per_second(dtype=dtype) for dtype in _DTYPES.value}
+    for dtype, flops in matmul_flops.items():
+        logging.info("dense %s matmul: %.1f GFLOP/s", dtype, flops / 1e9)
     rows, comparisons = [], []
     for widths in _WIDTHS.value:
         for resolution in (int(r) for r in _RESOLUTIONS.value):
             if f"{widths}:{resolution}" in skip:
                 logging.info("skipping %s:%d (--skip)", widths, resolution)
                 continue
-            row = add_utilisation(
-                benchmark_train_step(widths, resolution, _BATCH_SIZE.value, _STEPS.value),
-                matmul_flops,
-            )
-            logging.info("%s", row)
-            rows.append(row)
-            if _COMPARE.value:
-                comparison = compare_compiler_options(
-                    widths, resolution, _BATCH_SIZE.value, _ROUNDS.value
+            for dtype in _DTYPES.value:
+                row = benchmark_train_step(
+                    widths, resolution, _BATCH_SIZE.value, _STEPS.value, dtype
                 )
-                logging.info("%s", comparison)
-                comparisons.append(comparison)
+                row = add_utilisation(row, matmul_flops[dtype])
+                logging.info("%s", row)
+                rows.append(row)
+                if _COMPARE.value:
+                    comparison = compare_compiler_options(
+                        widths, resolution, _BATCH_SIZE.value, _ROUNDS.value, compute_dtype=dtype
+                    )
+                    logging.info("%s", comparison)
+                    comparisons.append(comparison)
     result = {
         "backend": jax.default_backend(),
         "devices": [str(device) for device in jax.devices()],
         "cpu_count": os.cpu_count(),
-        "matmul_gflop_per_second": round(matmul_flops / 1e9, 1),
+        "matmul_gflop_per_second": {
+            dtype: round(flops / 1e9, 1) for dtype, flops in matmul_flops.items()
+        },
         "train_step": rows,
     }
     text = format_table(rows)
@@ -266,7 +296,8 @@ def main(argv):
         result["compiler_options"] = comparisons
         text += "\n\nmain phase, jaxlib default -> config.compiler options (interleaved)\n"
         text += "\n".join(
-            f"{c['widths']:>11} {c['resolution']:>5} px: {c['default_seconds_per_main_phase']} s"
+            f"{c['widths']:>11} {c['resolution']:>5} px {c['compute_dtype']:>8}: "
+            f"{c['default_seconds_per_main_phase']} s"
             f" -> {c['configured_seconds_per_main_phase']} s, speed-up x{c['speedup']}"
             f" (rounds {c['speedup_min_max'][0]}-{c['speedup_min_max'][1]})"
             for c in comparisons
