@@ -57,7 +57,8 @@ case "${1:-}" in
     shift 3
     extra=$(printf ' %q' "$@")
     on_all_workers "cd $remote_dir && .venv/bin/python -m ilsgan_jax.main --mode=train --distributed=on \
-      --config=$(printf '%q' "$config") --workdir=$(printf '%q' "$workdir")$extra"
+      --config=$(printf '%q' "$config") --workdir=$(printf '%q' "$workdir") \
+      --config.model.compute_dtype=bfloat16$extra"
     ;;
   delete)
     gcloud compute tpus tpu-vm delete "$tpu_name" --zone="$zone" "${project_flag[@]}" --quiet

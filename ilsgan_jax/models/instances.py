@@ -56,6 +56,7 @@ class InstanceLayeredGenerator(nn.Module):
     channel_base: int = 16384  # synthesis width rule numerator
     channel_max: int = 256  # synthesis width cap
     conv_clamp: float | None = 256.0  # activation clamp
+    compute_dtype: str = "float32"  # convolutions and matmuls: 'float32' | 'bfloat16'
     max_rotation: float = 0.0  # layout rotation bound, radians (0 = no rotation)
     scale_range: Sequence[float] = (1.0, 1.0)  # layout scale bounds (low <= 1 <= high)
     max_translation: float = 0.0  # layout translation bound, fraction of the image size
@@ -137,6 +138,7 @@ class InstanceLayeredGenerator(nn.Module):
             channel_base=self.channel_base,
             channel_max=self.channel_max,
             conv_clamp=self.conv_clamp,
+            compute_dtype=self.compute_dtype,
         )
 
     @nn.nowrap
@@ -251,6 +253,7 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         channel_base=model.channel_base,
         channel_max=model.channel_max,
         conv_clamp=model.conv_clamp,
+        compute_dtype=model.compute_dtype,
         max_rotation=layout_config.max_rotation,
         scale_range=tuple(layout_config.scale_range),
         max_translation=layout_config.max_translation,
