@@ -1,0 +1,240 @@
+"""`stages.compare` (`launch/compare_systems.py`): every row at the smoke size (train -> export
+-> U-Net -> own route -> report), the report's fields, shapes and finiteness (not the learning),
+resuming (finished rows are skipped, finished stages are not run again), a failed row recorded
+with its reason while the other rows run, the unknown-row and too-small-budget errors, and the
+budget plan at the runlocal size."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+from PIL import Image
+
+from ilsgan_jax.stages import compare, compare_rows
+
+pytestmark = pytest.mark.timeout(900)
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+SCORES = ("per_image_iou", "per_image_dice", "miou", "pixel_accuracy")
+SMOKE_RESOLUTION = 16
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """All rows at the smoke size, seed 0, through the launcher in a process of its own with
+    one CPU device (cheaper to compile than the tests' 8 simulated devices), LLVM at -O0 and
+    the tests' compilation cache: (workdir, results)."""
+    workdir = str(tmp_path_factory.mktemp("compare"))
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, "launch/compare_systems.py", "--smoke", f"--workdir={workdir}",
+         f"--data_dir={data_dir}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    return workdir, _read_json(os.path.join(workdir, "results.json"))["results"]
+
+
+def _read_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def test_smoke_every_row_reports(smoke):
+    """Every row ran (status ok) with finite scores in [0, 1], its GAN stages' kimg and times,
+    the machine, and its sample grid and previews copied into WORKDIR/<row>/."""
+    workdir, results = smoke
+    assert [r["row"] for r in results] == list(compare_rows.ROWS)
+    for result in results:
+        assert result["status"] == "ok", result
+        for key in (*SCORES, "mask_coverage", "all_foreground_fraction", "all_foreground_iou"):
+            assert 0.0 <= result[key] <= 1.0, (result["row"], key, result[key])
+        assert result["kimg"] > 0 and result["minutes"] > 0 and result["images_per_second"] > 0
+        assert math.isfinite(result["gan_minutes"])
+        assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device_kind"]
+        assert len(result["segmenter_seconds"]) == (
+            2 if result["row"] == "labels4free" else 1
+        )
+        for name in ("samples", "segmentation"):
+            path = os.path.join(workdir, result["row"], f"{name}_seed0.png")
+            assert result["files"][name] == path
+            with Image.open(path) as image:
+                assert image.mode == "RGB" and min(image.size) >= SMOKE_RESOLUTION
+        assert result == _read_json(compare.result_path(workdir, result["row"], 0))
+    labels4free = next(r for r in results if r["row"] == "labels4free")
+    assert [stage["name"] for stage in labels4free["gan_stages"]] == ["stylegan2", "alpha"]
+
+
+def test_smoke_test_sets_and_own_routes(smoke):
+    """The synthetic rows share the synthetic test split; the one-image row is scored on crops
+    (union IoU) and says per-instance IoU is not measured; PerturbGAN's encoder and
+    Labels4Free's thresholded alpha masks are scored."""
+    _, results = smoke
+    by_row = {r["row"]: r for r in results}
+    synthetic = {r["test_set"] for name, r in by_row.items() if name != "independence_prior"}
+    assert synthetic == {"synthetic test split (50 images)"}
+    crops = by_row["independence_prior"]
+    assert crops["num_test_images"] == compare_rows.SMOKE.test_crops
+    assert "crops of multi_object_k3" in crops["test_set"]
+    assert crops["own_route"]["status"] == "not measured"
+    assert "K-instance segmenter" in crops["own_route"]["reason"]
+    for name in ("perturbgan_ns_r1", "perturbgan_wgan_gp"):
+        own = by_row[name]["own_route"]
+        assert own["status"] == "ok" and own["encoder_steps"] == 2
+        assert all(0.0 <= own[key] <= 1.0 for key in SCORES)
+    alpha = by_row["labels4free"]["own_route"]
+    assert alpha["status"] == "ok" and "> 0.9" in alpha["name"]
+    assert all(0.0 <= alpha[key] <= 1.0 for key in (*SCORES, "mask_coverage"))
+    for name in ("ilsgan", "ilsgan_ils_off"):
+        assert by_row[name]["own_route"] is None
+
+
+def test_smoke_results_table(smoke):
+    """results.md has one table line per row and seed, and the own-route table."""
+    workdir, results = smoke
+    with open(os.path.join(workdir, "results.md")) as file:
+        table = file.read()
+    for result in results:
+        line = next(x for x in table.splitlines() if x.startswith(f"| {result['row']} | 0 |"))
+        assert line.endswith("| ok |") and f"{result['per_image_iou']:.3f}" in line
+    assert "| independence_prior | 0 | per-instance IoU" in table
+    assert "not measured" in table
+
+
+def test_second_call_skips_finished_rows(smoke, monkeypatch):
+    """A second call trains nothing: every row's result exists."""
+    workdir, results = smoke
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished row ran again")
+
+    monkeypatch.setattr(compare.RowRun, "run", fail)
+    again = compare.run_comparison(None, [0], workdir, size="smoke")
+    assert again == results
+
+
+def test_failed_row_is_recorded_and_the_others_run(smoke, monkeypatch):
+    """With two rows' results gone, one that fails is recorded as failed (with the reason, in
+    the table too) and the other runs again from its progress, without training; a third call
+    runs the failed row again."""
+    workdir, _ = smoke
+    for name in ("ilsgan", "ilsgan_ils_off"):
+        os.remove(compare.result_path(workdir, name, 0))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished GAN stage trained again")
+
+    real_run = compare.RowRun.run
+
+    def run_or_fail(run):
+        if run.row.name == "ilsgan":
+            raise FloatingPointError("injected: non-finite loss")
+        return real_run(run)
+
+    monkeypatch.setattr(compare, "train_and_evaluate", no_training)
+    monkeypatch.setattr(compare.RowRun, "run", run_or_fail)
+    results = compare.run_comparison(["ilsgan", "ilsgan_ils_off"], [0], workdir, size="smoke")
+    failed, other = results
+    assert failed["status"] == "failed"
+    assert failed["reason"] == "FloatingPointError: injected: non-finite loss"
+    assert other["status"] == "ok" and other["row"] == "ilsgan_ils_off"
+    with open(os.path.join(workdir, "results.md")) as file:
+        table = file.read()
+    assert "| failed: FloatingPointError: injected: non-finite loss |" in table
+    monkeypatch.setattr(compare.RowRun, "run", real_run)
+    (rerun,) = compare.run_comparison(["ilsgan"], [0], workdir, size="smoke")
+    assert rerun["status"] == "ok"
+
+
+def test_unknown_row_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown row.*'nope'.*'ilsgan', 'ilsgan_ils_off'"):
+        compare.run_comparison(["ilsgan", "nope"], [0], str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_unknown_row(tmp_path):
+    """The launcher exits with the error before any training."""
+    completed = subprocess.run(
+        [sys.executable, "launch/compare_systems.py", "--systems=nope",
+         f"--workdir={tmp_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode != 0
+    assert "unknown row(s) ['nope']" in completed.stderr and "labels4free" in completed.stderr
+
+
+def test_too_small_budget_fails_before_training(tmp_path):
+    """The error names the minimum; no row directory is made."""
+    with pytest.raises(compare.BudgetTooSmall, match=r"labels4free.*at least 11\.5 minutes"):
+        compare.run_comparison(["ilsgan", "labels4free"], [0], str(tmp_path), budget_minutes=10)
+    assert os.listdir(tmp_path) == []
+
+
+def test_runlocal_budget_plan():
+    """At 25 minutes: one-stage rows train 21 minutes (as the quick start); PerturbGAN keeps 15%
+    for its encoder; Labels4Free splits its GAN time 60/40 after two U-Nets and two set-ups."""
+    size, rows = compare_rows.RUNLOCAL, compare_rows.ROWS
+    assert compare.plan_row(rows["ilsgan"], size, 25.0, {}).gan == pytest.approx(21.0)
+    assert compare.plan_row(rows["perturbgan_ns_r1"], size, 25.0, {}).gan == pytest.approx(
+        25.0 - 4.0 - 3.75
+    )
+    labels4free = compare.plan_row(rows["labels4free"], size, 25.0, {})
+    assert labels4free.gan == pytest.approx(17.5)
+    assert labels4free.minimum == pytest.approx(0.5 + 5.0 + 2.0 + 4.0)
+    measured = compare.plan_row(rows["ilsgan"], size, 25.0, {"export": 0.3, "segmenter": 2.0})
+    assert measured.gan == pytest.approx(21.7)
+
+
+def test_interrupted_gan_stage_resumes_with_the_budget_left(tmp_path, monkeypatch):
+    """A GAN stage whose attempt never finished counts until its newest checkpoint; the next
+    attempt trains in the same workdir (resuming from its checkpoints) with the row's budget
+    less that time, the post-GAN reserve and the set-up allowance."""
+    row, size = compare_rows.ROWS["ilsgan"], compare_rows.RUNLOCAL
+    plan = compare.plan_row(row, size, 25.0, {})
+    run = compare.RowRun(row, 0, size, plan, str(tmp_path / "ilsgan"))
+    start = 1_000_000.0
+    run.progress.data["gan_attempts"]["gan"] = [{"start": start, "seconds": None}]
+    checkpoint = tmp_path / "ilsgan" / "seed0" / "gan" / "checkpoints" / "500" / "state"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_text("")
+    os.utime(checkpoint, (start + 300.0, start + 300.0))
+    calls = []
+
+    def fake_train(config, workdir):
+        calls.append((config.train.time_budget_minutes, workdir))
+        return types.SimpleNamespace(
+            steps=1000, images_seen=32_000, interrupted=True,
+            wall_time_seconds=config.train.time_budget_minutes * 60 + 1.0, last_metrics={},
+        )
+
+    monkeypatch.setattr(compare, "train_and_evaluate", fake_train)
+    record = run.train_gan(0)
+    (budget, workdir), = calls
+    assert workdir == run.stage_dir(0)
+    assert budget == pytest.approx(25.0 - 5.0 - plan.post_gan - size.gan_overhead_minutes)
+    assert record["budget_minutes"] == budget and record["images_seen"] == 32_000
+    assert compare.Progress(run.seed_dir).done("gan:gan") == record
+    assert run.train_gan(0) == record and len(calls) == 1  # done: not trained again
+
+
+def test_signal_stops_the_comparison(tmp_path, monkeypatch):
+    """A GAN stage stopped before its budget and total_kimg (SIGTERM/SIGINT) is not a result:
+    the comparison stops and the stage stays unfinished."""
+    row, size = compare_rows.ROWS["ilsgan"], compare_rows.RUNLOCAL
+    run = compare.RowRun(row, 0, size, compare.plan_row(row, size, 25.0, {}), str(tmp_path))
+    monkeypatch.setattr(
+        compare,
+        "train_and_evaluate",
+        lambda config, workdir: types.SimpleNamespace(
+            steps=10, images_seen=320, interrupted=True, wall_time_seconds=30.0,
+            last_metrics={},
+        ),
+    )
+    with pytest.raises(compare.ComparisonInterrupted, match="signal at step 10"):
+        run.train_gan(0)
+    assert compare.Progress(run.seed_dir).done("gan:gan") is None
