@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 # Extra flags for the demo, e.g. DEMO_FLAGS="--config.train.time_budget_minutes=30".
 DEMO_FLAGS ?=
+# Extra flags for the comparison, e.g. COMPARE_FLAGS="--systems=ilsgan,labels4free --seeds=0,1".
+COMPARE_FLAGS ?=
 
-.PHONY: demo test test-slow venv lint clean
+.PHONY: demo compare test test-slow venv lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,9 @@ venv: $(VENV)/bin/python
 
 demo: venv
 	$(PY) -m ilsgan_jax.main --mode=demo --config=configs/ilsgan.py:dataset=synthetic,runlocal --workdir=$(WORKDIR) $(DEMO_FLAGS)
+
+compare: venv
+	$(PY) launch/compare_systems.py --workdir=runs/compare $(COMPARE_FLAGS)
 
 test: venv
 	$(PY) -m pytest -m 'not slow' tests
