@@ -62,8 +62,11 @@ def main(argv):
         logging.warning("%s", error)
         raise SystemExit(1) from None
     failed = [f"{r['row']} seed {r['seed']}" for r in results if r["status"] != "ok"]
-    logging.info("Results: %s/results.md%s", _WORKDIR.value,
-                 f"; failed: {', '.join(failed)}" if failed else "")
+    logging.info(
+        "Results: %s/results.md%s",
+        _WORKDIR.value,
+        f"; failed: {', '.join(failed)}" if failed else "",
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,18 @@ def smoke(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
     completed = subprocess.run(
-        [sys.executable, "launch/compare_systems.py", "--smoke", f"--workdir={workdir}",
-         f"--data_dir={data_dir}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "launch/compare_systems.py",
+            "--smoke",
+            f"--workdir={workdir}",
+            f"--data_dir={data_dir}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-5000:]
     return workdir, _read_json(os.path.join(workdir, "results.json"))["results"]
@@ -57,9 +66,7 @@ def test_smoke_every_row_reports(smoke):
         assert result["kimg"] > 0 and result["minutes"] > 0 and result["images_per_second"] > 0
         assert math.isfinite(result["gan_minutes"])
         assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device_kind"]
-        assert len(result["segmenter_seconds"]) == (
-            2 if result["row"] == "labels4free" else 1
-        )
+        assert len(result["segmenter_seconds"]) == (2 if result["row"] == "labels4free" else 1)
         for name in ("samples", "segmentation"):
             path = os.path.join(workdir, result["row"], f"{name}_seed0.png")
             assert result["files"][name] == path
@@ -160,9 +167,11 @@ def test_unknown_row_lists_the_known_ones(tmp_path):
 def test_cli_unknown_row(tmp_path):
     """The launcher exits with the error before any training."""
     completed = subprocess.run(
-        [sys.executable, "launch/compare_systems.py", "--systems=nope",
-         f"--workdir={tmp_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "launch/compare_systems.py", "--systems=nope", f"--workdir={tmp_path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode != 0
     assert "unknown row(s) ['nope']" in completed.stderr and "labels4free" in completed.stderr
@@ -208,13 +217,16 @@ def test_interrupted_gan_stage_resumes_with_the_budget_left(tmp_path, monkeypatc
     def fake_train(config, workdir):
         calls.append((config.train.time_budget_minutes, workdir))
         return types.SimpleNamespace(
-            steps=1000, images_seen=32_000, interrupted=True,
-            wall_time_seconds=config.train.time_budget_minutes * 60 + 1.0, last_metrics={},
+            steps=1000,
+            images_seen=32_000,
+            interrupted=True,
+            wall_time_seconds=config.train.time_budget_minutes * 60 + 1.0,
+            last_metrics={},
         )
 
     monkeypatch.setattr(compare, "train_and_evaluate", fake_train)
     record = run.train_gan(0)
-    (budget, workdir), = calls
+    ((budget, workdir),) = calls
     assert workdir == run.stage_dir(0)
     assert budget == pytest.approx(25.0 - 5.0 - plan.post_gan - size.gan_overhead_minutes)
     assert record["budget_minutes"] == budget and record["images_seen"] == 32_000
@@ -231,10 +243,65 @@ def test_signal_stops_the_comparison(tmp_path, monkeypatch):
         compare,
         "train_and_evaluate",
         lambda config, workdir: types.SimpleNamespace(
-            steps=10, images_seen=320, interrupted=True, wall_time_seconds=30.0,
+            steps=10,
+            images_seen=320,
+            interrupted=True,
+            wall_time_seconds=30.0,
             last_metrics={},
         ),
     )
     with pytest.raises(compare.ComparisonInterrupted, match="signal at step 10"):
         run.train_gan(0)
     assert compare.Progress(run.seed_dir).done("gan:gan") is None
+
+
+def test_runlocal_configs_are_valid():
+    """Every row's stages build valid configs at the runlocal size (one device), on the data
+    the row names; Labels4Free's alpha stage reads the StyleGAN2 stage's workdir."""
+    from ilsgan_jax.train import builders
+
+    size = compare_rows.RUNLOCAL
+    for row in compare_rows.ROWS.values():
+        run = compare.RowRun(row, 3, size, compare.plan_row(row, size, 25.0, {}), "/nonexistent")
+        for index in range(len(row.stages)):
+            config = run.config(index)
+            builders.validate_config(config, 1)
+            assert config.seed == 3 and config.data.resolution == 32
+            assert config.train.time_budget_minutes == 0.0  # set per attempt
+        if row.name == "independence_prior":
+            assert config.data.name == "single_image" and config.model.num_instances == 3
+        else:
+            assert config.data.name == "synthetic"
+    alpha = compare.RowRun(
+        compare_rows.ROWS["labels4free"],
+        0,
+        size,
+        compare.plan_row(compare_rows.ROWS["labels4free"], size, 25.0, {}),
+        "/w",
+    ).config(1)
+    assert alpha.system == "labels4free"
+    assert alpha.labels4free.pretrained_workdir == "/w/seed0/stylegan2"
+
+
+def test_encoder_takes_the_steps_that_fit(tmp_path, monkeypatch):
+    """PerturbGAN's encoder gets the steps that fit in what is left of the row's budget at the
+    GAN's measured speed, capped by config.encoder.num_steps; too few: not run, with why."""
+    row, size = compare_rows.ROWS["perturbgan_ns_r1"], compare_rows.RUNLOCAL
+    plan = compare.plan_row(row, size, 25.0, {})
+    steps_run = []
+
+    def fake_score(config, workdir, retrain):
+        steps_run.append(config.encoder.num_steps)
+        test = dict.fromkeys(("drc_iou", "drc_dice", "miou", "pixel_accuracy"), 0.5)
+        return {"test": test, "encoder_steps": config.encoder.num_steps}
+
+    monkeypatch.setattr(compare.inversion, "score_encoder", fake_score)
+    for spent_minutes, expected in ((21.0, 450), (1.0, 3000), (24.5, None)):
+        run = compare.RowRun(row, 0, size, plan, str(tmp_path / str(spent_minutes)))
+        run.progress.record("export", {"seconds": spent_minutes * 60})
+        record = run.encoder({"images_per_second": 64.0})
+        if expected is None:
+            assert record["status"] == "not run" and "encoder steps" in record["reason"]
+        else:
+            # (4 min left - 1 min compile) / (0.8 * 32 / 64 s per step) = 450 steps
+            assert record["status"] == "ok" and record["encoder_steps"] == expected

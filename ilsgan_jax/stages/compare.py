@@ -602,13 +602,19 @@ def run_comparison(
         path = result_path(workdir, row.name, seed)
         previous = stored[row.name, seed]
         if previous is not None and previous["status"] == "ok":
-            logging.info("compare %d/%d: %s seed %d done before, skipped", number,
-                         len(jobs), row.name, seed)
+            logging.info(
+                "compare %d/%d: %s seed %d done before, skipped", number, len(jobs), row.name, seed
+            )
             results.append(previous)
             continue
         logging.info(
             "compare %d/%d: %s seed %d (%s), budget %.0f min; the table has about %.0f min left",
-            number, len(jobs), row.name, seed, row.description, budget_minutes,
+            number,
+            len(jobs),
+            row.name,
+            seed,
+            row.description,
+            budget_minutes,
             budget_minutes * pending,
         )
         pending -= 1
@@ -640,8 +646,13 @@ def run_comparison(
         results.append(result)
         compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
         logging.info(
-            "compare %d/%d: %s seed %d %s in %.1f min", number, len(jobs), row.name, seed,
-            result["status"], result.get("minutes", 0.0),
+            "compare %d/%d: %s seed %d %s in %.1f min",
+            number,
+            len(jobs),
+            row.name,
+            seed,
+            result["status"],
+            result.get("minutes", 0.0),
         )
     compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
     return results
