@@ -7,13 +7,16 @@ on the same test set; PerturbGAN and Labels4Free are also scored by their own ro
 
   python launch/compare_systems.py --workdir=runs/compare
   python launch/compare_systems.py --workdir=runs/compare --systems=ilsgan,labels4free --seeds=0,1
-  python launch/compare_systems.py --workdir=/tmp/compare_smoke --smoke   # every stage, ~3 min
+  python launch/compare_systems.py --workdir=/tmp/compare_smoke --smoke   # every stage once
 
 Expected runtime: about `--budget_minutes` (25) per row and seed on a 2-core CPU, so the default
-table (6 rows, seed 0) takes ~2.5 hours. Writes WORKDIR/results.json and WORKDIR/results.md, and
-per row the last sample grid and the segmentation previews in WORKDIR/<row>/. Run it again to
-resume: finished rows are skipped, an interrupted row resumes from its checkpoints. Layout,
-budget and scoring: ilsgan_jax/stages/compare.py.
+table (6 rows, seed 0) takes ~2.5 hours. `--smoke` takes ~2 CPU-minutes with a warm compilation
+cache, ~4 from a cold one (compiling dominates).
+
+Writes WORKDIR/results.json and WORKDIR/results.md, and per row the last sample grid and the
+segmentation previews in WORKDIR/<row>/. Run it again to resume: finished rows are skipped, an
+interrupted row resumes from its checkpoints. Layout, budget and scoring:
+ilsgan_jax/stages/compare.py.
 """
 
 from absl import app, flags, logging

@@ -12,6 +12,7 @@ from ilsgan_jax.stages import atomic
 # (header, result key, format) of the main table's score and cost columns.
 SCORE_COLUMNS = (
     ("IoU", "per_image_iou", "{:.3f}"),
+    ("IoU of an all-fg mask", "all_foreground_iou", "{:.3f}"),
     ("DICE", "per_image_dice", "{:.3f}"),
     ("mIoU", "miou", "{:.3f}"),
     ("pixel acc.", "pixel_accuracy", "{:.3f}"),
@@ -99,7 +100,8 @@ def markdown(results: list[dict], *, title: str) -> str:
         f"# {title}",
         "",
         "The U-Net route: each system's exported (image, mask > 0.5) pairs train the same U-Net,",
-        "scored per image (IoU, DICE as in DRC), mIoU and pixel accuracy on the test set named;",
+        "scored per image (IoU, DICE as in DRC), mIoU and pixel accuracy on the test set named",
+        "(next to IoU: what predicting all foreground scores there);",
         "coverage and all-fg are the exported masks' mean coverage and all-foreground fraction;",
         "kimg, images/s: GAN training (all GAN stages of the row); minutes: the whole row.",
         "",
