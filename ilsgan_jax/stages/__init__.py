@@ -3,7 +3,8 @@
 
 Modules: export (synthetic pairs from the EMA generator), segmentation (train, score and apply the
 U-Net), diagnostics (FID/KID and the MINE report), inversion (PerturbGAN's encoder), demo (the
-whole method end to end), modes (the `--mode` dispatch), weights (saved network weights).
+whole method end to end), modes (the `--mode` dispatch), weights (saved network weights),
+compare, compare_rows, compare_report (the family side by side: `launch/compare_systems.py`).
 
 Workdir layout: `checkpoints/` (GAN train state), `samples/` (grids), `export/` (pairs as the
 tfds data set `export/ilsgan_pairs/1.0.0`, optional `export/png/`), `segmenter/` (best U-Net in
