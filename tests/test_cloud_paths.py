@@ -12,7 +12,7 @@
   and `gcs` (not TensorFlow's file systems), and moves finished checkpoints into place by
   renaming a directory, which TensorFlow's ram:// does not do (it renames the directory entry
   and drops the files under it). The test therefore maps the orbax directories under ram:// to a
-  local folder (`checkpointing._orbax_path`); on gs:// orbax uses TensorStore's gcs driver and
+  local folder (`saved_pytrees.orbax_path`); on gs:// orbax uses TensorStore's gcs driver and
   commit markers instead of renames. The synthetic data set (tfds data_dir) is local as well:
   tfds prepares a data set by renaming its directory.
 - `--workdir` handling: a gs:// URL is kept as it is and probed through epath, never made
@@ -36,7 +36,7 @@ from loop_helpers import CONFIG_PATH, REPO_ROOT, RESOLUTION, tiny_loop_config
 from PIL import Image
 
 from ilsgan_jax import files
-from ilsgan_jax.train import checkpointing
+from ilsgan_jax.train import saved_pytrees
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -57,7 +57,7 @@ def register_ram_scheme(monkeypatch) -> None:
 
 def map_orbax_to_local(monkeypatch, local_root) -> None:
     """Orbax directories under ram:// go to `local_root/<the rest of the URL>` (see above)."""
-    original = checkpointing._orbax_path
+    original = saved_pytrees.orbax_path
 
     def orbax_path(directory):
         directory = os.fspath(directory)
@@ -65,7 +65,7 @@ def map_orbax_to_local(monkeypatch, local_root) -> None:
             directory = os.path.join(local_root, directory[len("ram://") :])
         return original(directory)
 
-    monkeypatch.setattr(checkpointing, "_orbax_path", orbax_path)
+    monkeypatch.setattr(saved_pytrees, "orbax_path", orbax_path)
 
 
 def read_png(url: str) -> np.ndarray:

@@ -7,7 +7,7 @@ import synthetic_reference
 import tensorflow_datasets as tfds
 
 from ilsgan_jax.data import config as config_lib
-from ilsgan_jax.data import sources, synthetic_builder, synthetic_render
+from ilsgan_jax.data import sources, synthetic_builder, synthetic_render, synthetic_scenes
 
 
 def _render(seed: int, count: int, resolution: int) -> dict[str, np.ndarray]:
@@ -410,7 +410,7 @@ def test_builder_prepares_the_structured_variant(tmp_path):
 @pytest.mark.parametrize("count", [1, 2, 3, 4])
 def test_multi_object_scene_masks_are_exact_and_disjoint(count):
     resolution = 64
-    scene = synthetic_render.render_multi_object_scene(
+    scene = synthetic_scenes.render_multi_object_scene(
         np.random.default_rng(count), count, resolution, return_layers=True
     )
     image, masks, coverage = scene["image"], scene["masks"], scene["coverage"]
@@ -434,11 +434,11 @@ def test_multi_object_scene_masks_are_exact_and_disjoint(count):
 
 
 def test_multi_object_scene_is_deterministic_and_checks_its_arguments():
-    first = synthetic_render.render_multi_object_scene(np.random.default_rng(5), 3, 32)
-    again = synthetic_render.render_multi_object_scene(np.random.default_rng(5), 3, 32)
+    first = synthetic_scenes.render_multi_object_scene(np.random.default_rng(5), 3, 32)
+    again = synthetic_scenes.render_multi_object_scene(np.random.default_rng(5), 3, 32)
     for key in ("image", "masks"):
         np.testing.assert_array_equal(first[key], again[key])
     with pytest.raises(ValueError, match="total_area"):
-        synthetic_render.render_multi_object_scene(np.random.default_rng(0), 2, 32, total_area=0.9)
+        synthetic_scenes.render_multi_object_scene(np.random.default_rng(0), 2, 32, total_area=0.9)
     with pytest.raises(ValueError, match="num_objects"):
-        synthetic_render.render_multi_object_scene(np.random.default_rng(0), 0, 32)
+        synthetic_scenes.render_multi_object_scene(np.random.default_rng(0), 0, 32)

@@ -1,6 +1,6 @@
 """Built-in pictures for the one-image setting (`data.name='single_image'`, `data.builtin_image`).
 
-Each is a scene of the synthetic renderer (synthetic_render.render_multi_object_scene): K objects
+Each is a scene of the synthetic renderer (synthetic_scenes.render_multi_object_scene): K objects
 of the synthetic data set's shape and texture distributions, apart from each other, over one
 'noise' background (at x0.25 noise, as the quick-start synthetic data), with the exact mask of
 every object, so that per-instance masks can be scored without any annotation file.
@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from ilsgan_jax.data import synthetic_render
+from ilsgan_jax.data import synthetic_scenes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ def render_builtin_image(name: str) -> dict[str, np.ndarray]:
             f"data.builtin_image must be one of {sorted(BUILTIN_IMAGES)}, got {name!r}"
         )
     spec = BUILTIN_IMAGES[name]
-    scene = synthetic_render.render_multi_object_scene(
+    scene = synthetic_scenes.render_multi_object_scene(
         np.random.default_rng(spec.seed),
         spec.num_objects,
         spec.side,

@@ -22,7 +22,8 @@ separate random streams, so the two layers are statistically independent.
 
 The image is `coverage * object + (1 - coverage) * background`, with the analytic anti-aliased
 coverage of synthetic_shapes (`coverage > 0.5` is exactly the set of pixel centres inside the
-object). `render_multi_object_scene` draws several such objects, apart, over one background.
+object). synthetic_scenes.render_multi_object_scene draws several such objects, apart, over one
+background.
 """
 
 import numpy as np
@@ -38,9 +39,6 @@ MAX_AREA_FRACTION = 0.40
 # 'structured' backgrounds: slots of bands / blobs over the half-plane, and their probability.
 _NUM_STRUCTURE_SLOTS = 2
 _STRUCTURE_PROBABILITY = 0.75
-# Multi-object scenes: candidate centres drawn per object and per layout attempt.
-_NUM_CANDIDATE_CENTRES = 256
-_MAX_LAYOUT_ATTEMPTS = 50
 
 
 def _hsv_to_rgb(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -109,7 +107,7 @@ def _render_backgrounds(
     return np.clip(background, 0.0, 1.0, out=background).astype(np.float32, copy=False)
 
 
-def _object_textures(
+def object_textures(
     rng: np.random.Generator,
     num_images: int,
     resolution: int,
@@ -215,7 +213,7 @@ def _structure_layer(
     band = _band_coverage(rng, num_images, resolution)
     blob, local_u, local_v = _big_blobs(rng, num_images, resolution)
     flat = _object_colours(rng, num_images)[:, None, None, :]
-    texture = _object_textures(rng, num_images, resolution, local_u, local_v)
+    texture = object_textures(rng, num_images, resolution, local_u, local_v)
     coverage = np.where(use_band[:, None, None], band, blob) * present[:, None, None]
     colour = np.where(textured[:, None, None, None], texture, flat)
     return coverage.astype(np.float32), colour.astype(np.float32)
@@ -241,7 +239,7 @@ def _paint_structures(
     return np.clip(backgrounds, 0.0, 1.0).astype(np.float32), 1.0 - uncovered
 
 
-def _background_layer(
+def background_layer(
     rng: np.random.Generator,
     background_rng: np.random.Generator,
     num_images: int,
@@ -281,19 +279,19 @@ def _draw_single_objects(
     return PlacedShapes(parameters, scale, rotation, centre_x, centre_y), area_fraction
 
 
-def _to_uint8_image(composite: np.ndarray) -> np.ndarray:
+def to_uint8_image(composite: np.ndarray) -> np.ndarray:
     """float in [0, 1] -> uint8, rounded."""
     return np.clip(np.rint(composite * 255.0), 0, 255).astype(np.uint8)
 
 
-def _quantise_mask(coverage: np.ndarray) -> np.ndarray:
+def quantise_mask(coverage: np.ndarray) -> np.ndarray:
     """Coverage in [0, 1] -> uint8 in [0, 255] with `mask >= 128` iff `coverage > 0.5`."""
     quantised = np.rint(coverage * 255.0)
     quantised = np.where(coverage > 0.5, np.maximum(quantised, 128), np.minimum(quantised, 127))
     return quantised.astype(np.uint8)
 
 
-def _check_common_arguments(resolution: int, background_noise: float, background_type: str):
+def check_common_arguments(resolution: int, background_noise: float, background_type: str):
     if resolution < 8:
         raise ValueError(f"resolution must be >= 8, got {resolution}")
     if not background_noise >= 0.0:
@@ -339,22 +337,22 @@ def render_synthetic_objects(
     """
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
-    _check_common_arguments(resolution, background_noise, background_type)
+    check_common_arguments(resolution, background_noise, background_type)
     # Independent streams for the background, the shape and the object's texture: the layers
     # are independent by construction, and the shapes do not depend on the resolution (the noise
     # fields consume resolution-dependent numbers of draws).
     background_rng, shape_rng, texture_rng = rng.spawn(3)
-    background, structure_coverage = _background_layer(
+    background, structure_coverage = background_layer(
         rng, background_rng, num_images, resolution, background_noise, background_type
     )
     shapes, area_fraction = _draw_single_objects(shape_rng, num_images)
     local_u, local_v = synthetic_shapes.shape_frames(shapes, resolution)
     coverage = synthetic_shapes.shape_coverage(shapes.parameters, local_u, local_v)
-    foreground = _object_textures(texture_rng, num_images, resolution, local_u, local_v)
+    foreground = object_textures(texture_rng, num_images, resolution, local_u, local_v)
 
     alpha = coverage[..., None]
     composite = alpha * foreground + (1.0 - alpha) * background
-    result = {"image": _to_uint8_image(composite), "mask": _quantise_mask(coverage)[..., None]}
+    result = {"image": to_uint8_image(composite), "mask": quantise_mask(coverage)[..., None]}
     if return_layers:
         result.update(
             background=background,
@@ -365,107 +363,4 @@ def render_synthetic_objects(
         )
         if structure_coverage is not None:
             result.update(structure_coverage=structure_coverage)
-    return result
-
-
-def _place_apart(rng: np.random.Generator, reach: np.ndarray, margin: float) -> np.ndarray:
-    """Centres [K, 2] (x, y in image units) of K discs of radius `reach` [K] inside the image,
-    at least `margin` apart; rejection sampling, first fitting candidate in draw order.
-
-    Raises:
-      ValueError when no layout is found in _MAX_LAYOUT_ATTEMPTS attempts.
-    """
-    count = reach.shape[0]
-    for _ in range(_MAX_LAYOUT_ATTEMPTS):
-        centres = np.zeros((count, 2), np.float32)
-        for k in range(count):
-            candidates = _uniform(rng, reach[k], 1.0 - reach[k], (_NUM_CANDIDATE_CENTRES, 2))
-            distances = np.linalg.norm(candidates[:, None, :] - centres[None, :k], axis=-1)
-            fits = np.all(distances > reach[k] + reach[:k] + margin, axis=1)
-            if not fits.any():
-                break
-            centres[k] = candidates[np.argmax(fits)]
-        else:
-            return centres
-    raise ValueError(f"cannot place {count} objects apart; lower total_area")
-
-
-def _draw_scene_objects(
-    rng: np.random.Generator, num_objects: int, total_area: float, margin: float
-) -> PlacedShapes:
-    """K shapes with areas total_area / K x U(0.8, 1.2) of the image, whose circumscribed circles
-    lie inside the image and at least `margin` (image units) apart."""
-    shape_ids = rng.integers(0, len(SHAPE_TYPES), num_objects)
-    parameters = synthetic_shapes.draw_shape_parameters(rng, shape_ids)
-    _, unit_radius = synthetic_shapes.unit_boundary(parameters)
-    area_fraction = _uniform(rng, 0.8, 1.2, num_objects) * np.float32(total_area / num_objects)
-    scale = np.sqrt(area_fraction / synthetic_shapes.unit_area(unit_radius)).astype(np.float32)
-    rotation = _uniform(rng, 0.0, 2.0 * np.pi, num_objects)
-    reach = np.max(unit_radius, axis=1) * scale
-    if np.any(reach >= 0.5 - margin):
-        raise ValueError(f"objects of total_area={total_area} do not fit; lower it")
-    centres = _place_apart(rng, reach, margin)
-    return PlacedShapes(parameters, scale, rotation, centres[:, 0], centres[:, 1])
-
-
-def render_multi_object_scene(
-    rng: np.random.Generator,
-    num_objects: int,
-    resolution: int,
-    *,
-    total_area: float = 0.2,
-    background_noise: float = 1.0,
-    background_type: str = "noise",
-    return_layers: bool = False,
-) -> dict[str, np.ndarray]:
-    """Renders one image of K objects over one background, with each object's mask.
-
-    The objects are drawn from render_synthetic_objects' shape and texture distributions, with
-    areas of total_area / K x U(0.8, 1.2) of the image each, and placed apart: their
-    circumscribed circles lie inside the image, 2 pixels or more apart, so no pixel is covered
-    by two objects. They are composited back to front (object k over objects < k).
-
-    Args:
-      rng: the NumPy generator; the output is a deterministic function of its state.
-      num_objects: K >= 1.
-      resolution: R, image side in pixels (>= 8).
-      total_area: the objects' summed area as a fraction of the image, in (0, 0.5].
-      background_noise, background_type: as in render_synthetic_objects.
-      return_layers: also return the float layers.
-
-    Returns:
-      'image': [R, R, 3] uint8, the composite.
-      'masks': [R, R, K] uint8 in [0, 255], object k's visible coverage, quantised like
-        render_synthetic_objects' mask (`masks[..., k] >= 128` is exactly the set of pixel
-        centres inside object k); the K binary masks are disjoint.
-      With return_layers: 'background' [R, R, 3], 'foreground' [K, R, R, 3] and 'coverage'
-      [K, R, R] (each object's own coverage), float32 in [0, 1].
-    """
-    if num_objects < 1:
-        raise ValueError(f"num_objects must be >= 1, got {num_objects}")
-    if not 0.0 < total_area <= 0.5:
-        raise ValueError(f"total_area must be in (0, 0.5], got {total_area}")
-    _check_common_arguments(resolution, background_noise, background_type)
-    background_rng, shape_rng, texture_rng = rng.spawn(3)
-    background, _ = _background_layer(
-        rng, background_rng, 1, resolution, background_noise, background_type
-    )
-    shapes = _draw_scene_objects(shape_rng, num_objects, total_area, margin=2.0 / resolution)
-    local_u, local_v = synthetic_shapes.shape_frames(shapes, resolution)
-    coverage = synthetic_shapes.shape_coverage(shapes.parameters, local_u, local_v)
-    foreground = _object_textures(texture_rng, num_objects, resolution, local_u, local_v)
-
-    composite = background[0]
-    for alpha, layer in zip(coverage[..., None], foreground, strict=True):
-        composite = alpha * layer + (1.0 - alpha) * composite
-    # Visible part of object k: its coverage times the uncovered part of the objects above it.
-    visible = np.empty_like(coverage)
-    uncovered = np.ones(coverage.shape[1:], np.float32)
-    for k in reversed(range(num_objects)):
-        visible[k] = coverage[k] * uncovered
-        uncovered *= 1.0 - coverage[k]
-    masks = np.moveaxis(_quantise_mask(visible), 0, -1)
-    result = {"image": _to_uint8_image(composite), "masks": masks}
-    if return_layers:
-        result.update(background=background[0], foreground=foreground, coverage=coverage)
     return result

@@ -1,5 +1,5 @@
 """A network's saved weights (the U-Net segmenter's, the inversion encoder's): one orbax directory
-(`checkpointing.save_pytree`), local or a URL.
+(`saved_pytrees.save_pytree`), local or a URL.
 
 Weights written before the orbax format, a single flax msgpack file (`segmenter/best.msgpack`,
 `encoder/encoder.msgpack`), are still read when the orbax directory is absent, with a log line
@@ -9,18 +9,18 @@ import flax.serialization
 from absl import logging
 from etils import epath
 
-from ilsgan_jax.train import checkpointing
+from ilsgan_jax.train import saved_pytrees
 
 
 def exist(directory: epath.PathLike, legacy_file: epath.PathLike) -> bool:
     """Whether weights are saved in `directory` (orbax) or in the old `legacy_file` (msgpack)."""
-    return checkpointing.has_pytree(directory) or epath.Path(legacy_file).is_file()
+    return saved_pytrees.has_pytree(directory) or epath.Path(legacy_file).is_file()
 
 
 def save(directory: epath.PathLike, variables: dict) -> str:
     """Writes `variables` (a pytree of arrays) into `directory` with orbax, atomically; every
     process calls it. Returns the directory."""
-    return checkpointing.save_pytree(directory, variables)
+    return saved_pytrees.save_pytree(directory, variables)
 
 
 def load(
@@ -42,9 +42,9 @@ def load(
       or file, and `remedy`, when it cannot be read (corrupt, or a different network).
     """
     directory, legacy_file = epath.Path(directory), epath.Path(legacy_file)
-    if checkpointing.has_pytree(directory):
+    if saved_pytrees.has_pytree(directory):
         try:
-            return checkpointing.restore_pytree(directory, template)
+            return saved_pytrees.restore_pytree(directory, template)
         except Exception as error:  # noqa: BLE001 - corrupt or mismatched: name the directory
             raise ValueError(
                 f"{directory}: cannot read the {what} weights ({type(error).__name__}: {error}); "
@@ -59,7 +59,7 @@ def load(
         )
         try:
             loaded = flax.serialization.from_bytes(template, legacy_file.read_bytes())
-            checkpointing.check_shapes_like(loaded, template)
+            saved_pytrees.check_shapes_like(loaded, template)
             return loaded
         except Exception as error:  # noqa: BLE001 - corrupt or mismatched: name the file
             raise ValueError(
