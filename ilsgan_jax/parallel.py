@@ -118,37 +118,54 @@ def initialize_distributed(
         "process_id": process_id,
     }
     if any(value is not None for value in explicit.values()):
-        if num_processes is not None and num_processes < 1:
-            raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
-        if num_processes == 1 and process_id in (None, 0):
-            logging.info("One process: not starting jax.distributed.")
-            return False
-        missing = [name for name, value in explicit.items() if value is None]
-        if missing:
-            raise ValueError(
-                f"Multi-process start-up needs coordinator_address, num_processes and "
-                f"process_id; missing: {', '.join(missing)} (flags --{missing[0]} or "
-                f"${ENV_COORDINATOR}/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID})."
-            )
-        if not 0 <= process_id < num_processes:
-            raise ValueError(
-                f"process_id must be in [0, num_processes={num_processes}), got {process_id}."
-            )
-        logging.info(
-            "Starting jax.distributed: process %d of %d, coordinator %s.",
-            process_id,
-            num_processes,
-            coordinator_address,
-        )
-        jax.distributed.initialize(
-            coordinator_address=coordinator_address,
-            num_processes=num_processes,
-            process_id=process_id,
-        )
-        _avoid_compilation_cache_skew_on_cpu()
-        return True
+        return _start_with_explicit_settings(**explicit)
 
     mode = mode or environ.get(ENV_DISTRIBUTED) or "auto"
+    return _start_without_settings(mode, environ)
+
+
+def _start_with_explicit_settings(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
+) -> bool:
+    """Starts jax.distributed from explicit settings (one process: nothing to start)."""
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}.")
+    if num_processes == 1 and process_id in (None, 0):
+        logging.info("One process: not starting jax.distributed.")
+        return False
+    settings = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
+    missing = [name for name, value in settings.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"Multi-process start-up needs coordinator_address, num_processes and "
+            f"process_id; missing: {', '.join(missing)} (flags --{missing[0]} or "
+            f"${ENV_COORDINATOR}/${ENV_NUM_PROCESSES}/${ENV_PROCESS_ID})."
+        )
+    if not 0 <= process_id < num_processes:
+        raise ValueError(
+            f"process_id must be in [0, num_processes={num_processes}), got {process_id}."
+        )
+    logging.info(
+        "Starting jax.distributed: process %d of %d, coordinator %s.",
+        process_id,
+        num_processes,
+        coordinator_address,
+    )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+    )
+    _avoid_compilation_cache_skew_on_cpu()
+    return True
+
+
+def _start_without_settings(mode: str, environ: Mapping[str, str]) -> bool:
+    """'on': JAX's cluster auto-detection; 'auto': only for a multi-process launch; 'off'."""
     if mode not in DISTRIBUTED_MODES:
         raise ValueError(
             f"--distributed (or ${ENV_DISTRIBUTED}) must be one of "

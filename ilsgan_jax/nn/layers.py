@@ -87,6 +87,46 @@ class EqualizedConv2d(nn.Module):
         return bias_act(x, bias, self.activation, gain=act_gain, clamp=act_clamp)
 
 
+def _grouped_modulated_conv(x, weight, styles, demod, up, padding, resample_filter, flip_weight):
+    """`modulated_conv2d(fused=True)` without the noise: per-sample kernels
+    [N, k, k, Cin, Cout] (modulated, demodulated by `demod` [N, Cout] or None) folded into one
+    grouped convolution over `x` [N, H, W, Cin]."""
+    batch = x.shape[0]
+    k, _, in_channels, out_channels = weight.shape
+    # Fused form: per-sample kernels [N, k, k, Cin, Cout] folded into one grouped convolution.
+    per_sample = weight[None] * styles[:, None, None, :, None]
+    if demod is not None:
+        per_sample = per_sample * demod[:, None, None, None, :]
+    grouped_kernel = (
+        jnp.transpose(per_sample, (1, 2, 3, 0, 4))
+        .reshape(k, k, in_channels, batch * out_channels)
+        .astype(x.dtype)
+    )
+    grouped_input = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, x.shape[1], x.shape[2], -1)
+    if not flip_weight:
+        grouped_kernel = grouped_kernel[::-1, ::-1]
+    taps = fir.filter_size(resample_filter)
+    if up > 1:
+        pad0 = padding + (taps + up - 1) // 2
+        pad1 = padding + (taps - up) // 2
+        grouped_input = fir.upfirdn2d(
+            grouped_input, resample_filter, up=up, padding=(pad0, pad1, pad0, pad1), gain=up * up
+        )
+        conv_padding = ((0, 0), (0, 0))
+    else:
+        conv_padding = ((padding, padding), (padding, padding))
+    out = lax.conv_general_dilated(
+        grouped_input,
+        grouped_kernel,
+        window_strides=(1, 1),
+        padding=conv_padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=batch,
+    )
+    out = out.reshape(out.shape[1], out.shape[2], batch, out_channels).transpose(2, 0, 1, 3)
+    return out
+
+
 def modulated_conv2d(
     x: jnp.ndarray,
     weight: jnp.ndarray,
@@ -149,37 +189,9 @@ def modulated_conv2d(
             x = x + noise.astype(x.dtype)
         return x
 
-    # Fused form: per-sample kernels [N, k, k, Cin, Cout] folded into one grouped convolution.
-    per_sample = weight[None] * styles[:, None, None, :, None]
-    if demod is not None:
-        per_sample = per_sample * demod[:, None, None, None, :]
-    grouped_kernel = (
-        jnp.transpose(per_sample, (1, 2, 3, 0, 4))
-        .reshape(k, k, in_channels, batch * out_channels)
-        .astype(x.dtype)
+    out = _grouped_modulated_conv(
+        x, weight, styles, demod, up, padding, resample_filter, flip_weight
     )
-    grouped_input = jnp.transpose(x, (1, 2, 0, 3)).reshape(1, x.shape[1], x.shape[2], -1)
-    if not flip_weight:
-        grouped_kernel = grouped_kernel[::-1, ::-1]
-    taps = fir.filter_size(resample_filter)
-    if up > 1:
-        pad0 = padding + (taps + up - 1) // 2
-        pad1 = padding + (taps - up) // 2
-        grouped_input = fir.upfirdn2d(
-            grouped_input, resample_filter, up=up, padding=(pad0, pad1, pad0, pad1), gain=up * up
-        )
-        conv_padding = ((0, 0), (0, 0))
-    else:
-        conv_padding = ((padding, padding), (padding, padding))
-    out = lax.conv_general_dilated(
-        grouped_input,
-        grouped_kernel,
-        window_strides=(1, 1),
-        padding=conv_padding,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=batch,
-    )
-    out = out.reshape(out.shape[1], out.shape[2], batch, out_channels).transpose(2, 0, 1, 3)
     if noise is not None:
         out = out + noise.astype(out.dtype)
     return out

@@ -208,6 +208,56 @@ class _LoopHooks:
         )
 
 
+def _initial_or_restored_state(trainer: Trainer, mesh, checkpointer) -> tuple[TrainState, int]:
+    """The newest good checkpoint's state and step, else the initial state and step 0."""
+    state = init_state(trainer, mesh)
+    restored = checkpointer.restore_latest(checkpointing.abstract_like(state))
+    if restored is None:
+        return state, 0
+    state, start_step, _ = restored
+    logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
+    return state, start_step
+
+
+def _make_hooks(trainer: Trainer, workdir, writer, checkpointer, total_steps, start_step):
+    config = trainer.config
+    evaluate_fid = None
+    if config.train.eval_every_steps:
+        evaluate_fid = training_fid.make_fid_evaluator(config, trainer.networks)
+    return _LoopHooks(
+        config=config,
+        workdir=workdir,
+        writer=writer,
+        checkpointer=checkpointer,
+        sample_fn=make_sample_fn(trainer, config.train.num_sample_images, config.seed),
+        evaluate_fid=evaluate_fid,
+        console=_ConsoleProgress(config.train.progress_bar, total_steps, start_step),
+        budget_seconds=config.train.time_budget_minutes * 60.0,
+    )
+
+
+def _log_stop(step: int, over_budget: bool, preemption) -> None:
+    # Multi-process, JAX's preemption service takes SIGTERM: no signal name is recorded.
+    signal_name = preemption.signal_name or "SIGTERM (preemption sync point)"
+    reason = "time budget" if over_budget else f"signal {signal_name}"
+    logging.info("Stopping at step %d (%s); checkpoint saved.", step, reason)
+
+
+def _close(step: int, hooks: _LoopHooks, preemption) -> None:
+    """Closes the progress bar, waits for the last checkpoint, flushes the logs."""
+    hooks.console.close()
+    closing_start = time.time()
+    hooks.checkpointer.wait_until_finished()
+    hooks.checkpointer.close()
+    preemption.close()
+    hooks.writer.flush()
+    logging.info(
+        "Loop ended at step %d; checkpoints and logs closed in %.1f s",
+        step,
+        time.time() - closing_start,
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
     """Trains (resuming from `workdir/checkpoints` if present) until `config.train.total_kimg`,
     the time budget or a preemption signal. Returns a `TrainResult`."""
@@ -226,36 +276,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     # ----- System, state, checkpoint --------------------------------------------------------
     trainer = make_trainer(config)
-    state = init_state(trainer, mesh)
     checkpointer = checkpointing.Checkpointer(
         epath.Path(workdir) / "checkpoints",
         save_every_steps=config.train.checkpoint_every_steps,
         keep_last=config.train.keep_checkpoints,
     )
-    restored = checkpointer.restore_latest(checkpointing.abstract_like(state))
-    start_step = 0
-    if restored is not None:
-        state, start_step, _ = restored
-        logging.info("Resumed from %s at step %d", checkpointer.directory, start_step)
+    state, start_step = _initial_or_restored_state(trainer, mesh, checkpointer)
     total_steps = total_train_steps(config)
 
     # ----- Input, update step, hooks --------------------------------------------------------
     train_iter = _open_train_iterator(config, start_step)
     train_step = jit_phased_train_step(trainer, mesh)
-    hooks = _LoopHooks(
-        config=config,
-        workdir=workdir,
-        writer=writer,
-        checkpointer=checkpointer,
-        sample_fn=make_sample_fn(trainer, config.train.num_sample_images, config.seed),
-        evaluate_fid=(
-            training_fid.make_fid_evaluator(config, trainer.networks)
-            if config.train.eval_every_steps
-            else None
-        ),
-        console=_ConsoleProgress(config.train.progress_bar, total_steps, start_step),
-        budget_seconds=config.train.time_budget_minutes * 60.0,
-    )
+    hooks = _make_hooks(trainer, workdir, writer, checkpointer, total_steps, start_step)
     report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     preemption = install_preemption_handler()
     history, last_metrics, sample_png, interrupted = [], {}, None, False
@@ -287,26 +319,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     hooks.save(state, step, fid_metrics)
                 if stop:
                     interrupted = True
-                    # Multi-process, JAX's preemption service takes SIGTERM: no name recorded.
-                    signal_name = preemption.signal_name or "SIGTERM (preemption sync point)"
-                    logging.info(
-                        "Stopping at step %d (%s); checkpoint saved.",
-                        step,
-                        "time budget" if over_budget else f"signal {signal_name}",
-                    )
+                    _log_stop(step, over_budget, preemption)
                     break
     finally:
-        hooks.console.close()
-        closing_start = time.time()
-        checkpointer.wait_until_finished()
-        checkpointer.close()
-        preemption.close()
-        writer.flush()
-        logging.info(
-            "Loop ended at step %d; checkpoints and logs closed in %.1f s",
-            step,
-            time.time() - closing_start,
-        )
+        _close(step, hooks, preemption)
     return TrainResult(
         state=state,
         steps=step,
