@@ -15,8 +15,8 @@ cache, ~4 from a cold one (compiling dominates).
 
 Writes WORKDIR/results.json and WORKDIR/results.md, and per row the last sample grid and the
 segmentation previews in WORKDIR/<row>/. Run it again to resume: finished rows are skipped, an
-interrupted row resumes from its checkpoints. Layout, budget and scoring:
-ilsgan_jax/stages/compare.py.
+interrupted row resumes from its checkpoints. Layout: ilsgan_jax/stages/compare.py; budget:
+compare_budget.py; scoring: compare_scoring.py.
 """
 
 from absl import app, flags, logging

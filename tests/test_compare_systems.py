@@ -14,7 +14,7 @@ import types
 import pytest
 from PIL import Image
 
-from ilsgan_jax.stages import compare, compare_rows
+from ilsgan_jax.stages import compare, compare_budget, compare_rows
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -179,7 +179,7 @@ def test_cli_unknown_row(tmp_path):
 
 def test_too_small_budget_fails_before_training(tmp_path):
     """The error names the minimum; no row directory is made."""
-    with pytest.raises(compare.BudgetTooSmall, match=r"labels4free.*at least 11\.5 minutes"):
+    with pytest.raises(compare_budget.BudgetTooSmall, match=r"labels4free.*at least 11\.5 minutes"):
         compare.run_comparison(["ilsgan", "labels4free"], [0], str(tmp_path), budget_minutes=10)
     assert os.listdir(tmp_path) == []
 
@@ -188,14 +188,16 @@ def test_runlocal_budget_plan():
     """At 25 minutes: one-stage rows train 21 minutes (as the quick start); PerturbGAN keeps 15%
     for its encoder; Labels4Free splits its GAN time 60/40 after two U-Nets and two set-ups."""
     size, rows = compare_rows.RUNLOCAL, compare_rows.ROWS
-    assert compare.plan_row(rows["ilsgan"], size, 25.0, {}).gan == pytest.approx(21.0)
-    assert compare.plan_row(rows["perturbgan_ns_r1"], size, 25.0, {}).gan == pytest.approx(
+    assert compare_budget.plan_row(rows["ilsgan"], size, 25.0, {}).gan == pytest.approx(21.0)
+    assert compare_budget.plan_row(rows["perturbgan_ns_r1"], size, 25.0, {}).gan == pytest.approx(
         25.0 - 4.0 - 3.75
     )
-    labels4free = compare.plan_row(rows["labels4free"], size, 25.0, {})
+    labels4free = compare_budget.plan_row(rows["labels4free"], size, 25.0, {})
     assert labels4free.gan == pytest.approx(17.5)
     assert labels4free.minimum == pytest.approx(0.5 + 5.0 + 2.0 + 4.0)
-    measured = compare.plan_row(rows["ilsgan"], size, 25.0, {"export": 0.3, "segmenter": 2.0})
+    measured = compare_budget.plan_row(
+        rows["ilsgan"], size, 25.0, {"export": 0.3, "segmenter": 2.0}
+    )
     assert measured.gan == pytest.approx(21.7)
 
 
@@ -204,7 +206,7 @@ def test_interrupted_gan_stage_resumes_with_the_budget_left(tmp_path, monkeypatc
     attempt trains in the same workdir (resuming from its checkpoints) with the row's budget
     less that time, the post-GAN reserve and the set-up allowance."""
     row, size = compare_rows.ROWS["ilsgan"], compare_rows.RUNLOCAL
-    plan = compare.plan_row(row, size, 25.0, {})
+    plan = compare_budget.plan_row(row, size, 25.0, {})
     run = compare.RowRun(row, 0, size, plan, str(tmp_path / "ilsgan"))
     start = 1_000_000.0
     run.progress.data["gan_attempts"]["gan"] = [{"start": start, "seconds": None}]
@@ -230,7 +232,7 @@ def test_interrupted_gan_stage_resumes_with_the_budget_left(tmp_path, monkeypatc
     assert workdir == run.stage_dir(0)
     assert budget == pytest.approx(25.0 - 5.0 - plan.post_gan - size.gan_overhead_minutes)
     assert record["budget_minutes"] == budget and record["images_seen"] == 32_000
-    assert compare.Progress(run.seed_dir).done("gan:gan") == record
+    assert compare_budget.Progress(run.seed_dir).done("gan:gan") == record
     assert run.train_gan(0) == record and len(calls) == 1  # done: not trained again
 
 
@@ -238,7 +240,7 @@ def test_signal_stops_the_comparison(tmp_path, monkeypatch):
     """A GAN stage stopped before its budget and total_kimg (SIGTERM/SIGINT) is not a result:
     the comparison stops and the stage stays unfinished."""
     row, size = compare_rows.ROWS["ilsgan"], compare_rows.RUNLOCAL
-    run = compare.RowRun(row, 0, size, compare.plan_row(row, size, 25.0, {}), str(tmp_path))
+    run = compare.RowRun(row, 0, size, compare_budget.plan_row(row, size, 25.0, {}), str(tmp_path))
     monkeypatch.setattr(
         compare,
         "train_and_evaluate",
@@ -252,7 +254,7 @@ def test_signal_stops_the_comparison(tmp_path, monkeypatch):
     )
     with pytest.raises(compare.ComparisonInterrupted, match="signal at step 10"):
         run.train_gan(0)
-    assert compare.Progress(run.seed_dir).done("gan:gan") is None
+    assert compare_budget.Progress(run.seed_dir).done("gan:gan") is None
 
 
 def test_runlocal_configs_are_valid():
@@ -262,7 +264,9 @@ def test_runlocal_configs_are_valid():
 
     size = compare_rows.RUNLOCAL
     for row in compare_rows.ROWS.values():
-        run = compare.RowRun(row, 3, size, compare.plan_row(row, size, 25.0, {}), "/nonexistent")
+        run = compare.RowRun(
+            row, 3, size, compare_budget.plan_row(row, size, 25.0, {}), "/nonexistent"
+        )
         for index in range(len(row.stages)):
             config = run.config(index)
             builders.validate_config(config, 1)
@@ -276,7 +280,7 @@ def test_runlocal_configs_are_valid():
         compare_rows.ROWS["labels4free"],
         0,
         size,
-        compare.plan_row(compare_rows.ROWS["labels4free"], size, 25.0, {}),
+        compare_budget.plan_row(compare_rows.ROWS["labels4free"], size, 25.0, {}),
         "/w",
     ).config(1)
     assert alpha.system == "labels4free"
@@ -287,7 +291,7 @@ def test_encoder_takes_the_steps_that_fit(tmp_path, monkeypatch):
     """PerturbGAN's encoder gets the steps that fit in what is left of the row's budget at the
     GAN's measured speed, capped by config.encoder.num_steps; too few: not run, with why."""
     row, size = compare_rows.ROWS["perturbgan_ns_r1"], compare_rows.RUNLOCAL
-    plan = compare.plan_row(row, size, 25.0, {})
+    plan = compare_budget.plan_row(row, size, 25.0, {})
     steps_run = []
 
     def fake_score(config, workdir, retrain):

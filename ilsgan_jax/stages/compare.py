@@ -26,170 +26,31 @@ as many steps as fit in what is left of the row's budget (or is reported as not 
 import dataclasses
 import glob
 import json
-import math
 import os
-import shutil
 import time
 
-import jax
-import numpy as np
 from absl import logging
 
-from ilsgan_jax import compiler_options
-from ilsgan_jax.data import single_image
-from ilsgan_jax.data.eval_split import load_eval_split
-from ilsgan_jax.evaluate import pair_dataset, seg_metrics
-from ilsgan_jax.evaluate import segmenter as segmenter_lib
 from ilsgan_jax.stages import atomic, compare_report, inversion
-from ilsgan_jax.stages.compare_rows import (
-    NUM_INSTANCES,
-    ROWS,
-    SIZES,
-    Row,
-    Size,
-    select_rows,
-    stage_config,
+from ilsgan_jax.stages.compare_budget import Plan, Progress, measured_minutes, plan_row
+from ilsgan_jax.stages.compare_rows import ROWS, SIZES, Row, Size, select_rows, stage_config
+from ilsgan_jax.stages.compare_scoring import (
+    alpha_threshold_summary,
+    check_finite,
+    copy_outputs,
+    encoder_summary,
+    per_instance_route,
+    row_result,
+    score_alpha_threshold,
+    score_unet,
 )
-from ilsgan_jax.stages.export import export_pairs, load_pairs
-from ilsgan_jax.stages.segmentation import train_and_score_segmenter, write_previews
+from ilsgan_jax.stages.export import export_pairs
 from ilsgan_jax.train.loop import total_train_steps, train_and_evaluate
-
-TEST_CROP_SEED = 1_000_003  # stream seed of the one-image row's test crops (training: config.seed)
-PER_INSTANCE_NOT_MEASURED = (
-    "needs a K-instance segmenter for real crops (the U-Net has two classes; the generator's "
-    "own instance masks have no ground truth), so only the union mask is scored"
-)
 
 
 class ComparisonInterrupted(Exception):
     """A GAN stage stopped on a signal (not its budget): the comparison stops; run it again to
     resume."""
-
-
-class BudgetTooSmall(ValueError):
-    """The row's budget cannot reach the export and the scoring; names the minimum."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Budget
-# ----------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Minutes of one row: its budget, what is kept after the GAN stages, the GAN stages'
-    time together, and the least budget the row needs."""
-
-    budget: float
-    post_gan: float  # export + U-Net(s) + the encoder's share
-    gan: float  # all GAN stages' budgets together
-    minimum: float
-
-
-def num_unets(row: Row) -> int:
-    return 2 if row.route == "unet+alpha_threshold" else 1
-
-
-def measured_minutes(results: list[dict], size: Size) -> dict[str, float]:
-    """The longest export and single U-Net of `results` at `size` (status 'ok'), in minutes:
-    {'export': ..., 'segmenter': ...} (keys absent when nothing was measured)."""
-    measured = {}
-    for result in results:
-        if result.get("status") != "ok" or result.get("size") != size.name:
-            continue
-        export = result.get("export_seconds")
-        if export is not None:
-            measured["export"] = max(measured.get("export", 0.0), export / 60)
-        for seconds in result.get("segmenter_seconds", []):
-            measured["segmenter"] = max(measured.get("segmenter", 0.0), seconds / 60)
-    return measured
-
-
-def plan_row(row: Row, size: Size, budget_minutes: float, measured: dict[str, float]) -> Plan:
-    """The row's budget plan; raises BudgetTooSmall when the GAN stages would get less than
-    `size.min_gan_minutes` each."""
-    export = measured.get("export", size.export_minutes)
-    segmenter = measured.get("segmenter", size.segmenter_minutes)
-    stages = len(row.stages)
-    fixed = export + num_unets(row) * segmenter + stages * size.gan_overhead_minutes
-    encoder_share = size.encoder_share if row.route == "unet+encoder" else 0.0
-    post_gan = export + num_unets(row) * segmenter + encoder_share * budget_minutes
-    gan = budget_minutes - fixed - encoder_share * budget_minutes
-    minimum = (fixed + stages * size.min_gan_minutes) / (1.0 - encoder_share)
-    plan = Plan(budget=budget_minutes, post_gan=post_gan, gan=gan, minimum=minimum)
-    if budget_minutes < minimum:
-        raise BudgetTooSmall(
-            f"--budget_minutes={budget_minutes:g} is too small for row {row.name!r}: it needs "
-            f"at least {math.ceil(minimum * 10) / 10:g} minutes (export ~{export:.1f} min, "
-            f"{num_unets(row)} U-Net(s) ~{segmenter:.1f} min each, {stages} GAN stage(s) of "
-            f">= {size.min_gan_minutes:g} min + {size.gan_overhead_minutes:g} min set-up"
-            + (f", {encoder_share:.0%} for the encoder" if encoder_share else "")
-            + ")"
-        )
-    return plan
-
-
-# ----------------------------------------------------------------------------------------------
-# Progress of one row (resumable)
-# ----------------------------------------------------------------------------------------------
-class Progress:
-    """`seed_dir/progress.json`: {'stages': {key: record}, 'gan_attempts': {stage: [{'start',
-    'seconds'}]}}; a stage key present in 'stages' is done."""
-
-    def __init__(self, seed_dir: str):
-        self.path = os.path.join(seed_dir, "progress.json")
-        self.data = {"stages": {}, "gan_attempts": {}}
-        if os.path.exists(self.path):
-            with open(self.path) as file:
-                self.data = json.load(file)
-
-    def save(self) -> None:
-        atomic.write_json(self.path, self.data)
-
-    def done(self, key: str) -> dict | None:
-        return self.data["stages"].get(key)
-
-    def record(self, key: str, record: dict) -> dict:
-        self.data["stages"][key] = record
-        self.save()
-        return record
-
-    def start_attempt(self, stage: str) -> dict:
-        attempt = {"start": time.time(), "seconds": None}
-        self.data["gan_attempts"].setdefault(stage, []).append(attempt)
-        self.save()
-        return attempt
-
-    def gan_seconds(self, seed_dir: str, stage: str) -> float:
-        """Time spent training GAN stage `stage`; an attempt that never finished counts until
-        its newest checkpoint was written."""
-        attempts = self.data["gan_attempts"].get(stage, [])
-        total = 0.0
-        for number, attempt in enumerate(attempts):
-            if attempt["seconds"] is not None:
-                total += attempt["seconds"]
-                continue
-            end = _newest_mtime(os.path.join(seed_dir, stage, "checkpoints")) or attempt["start"]
-            if number + 1 < len(attempts):  # files of later attempts do not count
-                end = min(end, attempts[number + 1]["start"])
-            total += max(0.0, end - attempt["start"])
-        return total
-
-    def seconds_spent(self, seed_dir: str) -> float:
-        """Time spent on the row so far: finished stages and GAN attempts."""
-        total = sum(
-            record.get("seconds", 0.0)
-            for key, record in self.data["stages"].items()
-            if not key.startswith("gan:")
-        )
-        return total + sum(self.gan_seconds(seed_dir, stage) for stage in self.data["gan_attempts"])
-
-
-def _newest_mtime(directory: str) -> float | None:
-    times = [
-        os.path.getmtime(os.path.join(root, name))
-        for root, _, names in os.walk(directory)
-        for name in names
-    ]
-    return max(times) if times else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,45 +151,22 @@ class RowRun:
         return self.progress.record("export", {"seconds": time.time() - start})
 
     def unet(self) -> dict:
-        """The U-Net route on the row's test set: the synthetic test split, or held-out crops
-        of the built-in picture for the one-image row."""
+        """The U-Net route on the row's test set (`compare_scoring.score_unet`)."""
         if self.progress.done("unet"):
             return self.progress.done("unet")
         last = len(self.row.stages) - 1
         config, workdir = self.config(last), self.stage_dir(last)
-        if self.row.route == "unet_on_crops":
-            images, masks = load_pairs(pair_dataset.dataset_dir(os.path.join(workdir, "export")))
-            test_images, test_masks = test_crops(config, self.size.test_crops)
-            report = train_and_score_unet(config, images, masks, test_images, test_masks, workdir)
-            report["test_set"] = (
-                f"{test_images.shape[0]} held-out crops of {config.data.builtin_image}, "
-                "union of the object masks"
-            )
-        else:
-            report = train_and_score_segmenter(config, workdir)
-            report["test_set"] = f"synthetic test split ({report['num_test_images']} images)"
-        report["seconds"] = report["segmenter_seconds"]
+        report = score_unet(config, workdir, self.row.route, self.size.test_crops)
         return self.progress.record("unet", report)
 
     # ----- Own routes ---------------------------------------------------------------------------
     def alpha_threshold(self) -> dict:
-        """Labels4Free's own masks (soft mask > its test-time threshold) through the U-Net."""
+        """Labels4Free's own masks through the U-Net (`compare_scoring.score_alpha_threshold`)."""
         if self.progress.done("alpha_threshold"):
             return self.progress.done("alpha_threshold")
         last = len(self.row.stages) - 1
         config, workdir = self.config(last), self.stage_dir(last)
-        threshold = float(config.labels4free.mask_threshold)
-        arrays = pair_dataset.read_arrays(
-            pair_dataset.dataset_dir(os.path.join(workdir, "export")), keys=("image", "soft_mask")
-        )
-        images = arrays["image"].astype(np.float32) / 127.5 - 1.0
-        masks = arrays["soft_mask"][..., 0].astype(np.float32) / 255.0 > threshold
-        test_images, test_masks = load_eval_split(config)
-        out_dir = os.path.join(workdir, "alpha_threshold")
-        report = train_and_score_unet(config, images, masks, test_images, test_masks, out_dir)
-        report["threshold"] = threshold
-        report["seconds"] = report["segmenter_seconds"]
-        return self.progress.record("alpha_threshold", report)
+        return self.progress.record("alpha_threshold", score_alpha_threshold(config, workdir))
 
     def encoder(self, gan_record: dict) -> dict:
         """PerturbGAN's inversion encoder with as many steps as fit in the row's budget."""
@@ -402,120 +240,16 @@ class RowRun:
             extra_unets.append(record["seconds"])
             own_route = alpha_threshold_summary(record)
         elif self.row.route == "unet_on_crops":
-            own_route = {
-                "name": f"per-instance IoU after matching, K = {NUM_INSTANCES}",
-                "status": "not measured",
-                "reason": PER_INSTANCE_NOT_MEASURED,
-            }
-        return self.result(gan_records, export_record, unet_record, own_route, extra_unets)
-
-    def result(self, gan_records, export_record, unet_record, own_route, extra_unets) -> dict:
-        test = unet_record["test"]
-        images = sum(record["images_seen"] for record in gan_records)
-        gan_seconds = sum(record["seconds"] for record in gan_records)
-        return {
-            "per_image_iou": test["drc_iou"],
-            "per_image_dice": test["drc_dice"],
-            "miou": test["miou"],
-            "pixel_accuracy": test["pixel_accuracy"],
-            "all_foreground_iou": unet_record["all_foreground_iou"],
-            "num_test_images": int(test["num_images"]),
-            "test_set": unet_record["test_set"],
-            "mask_coverage": unet_record["synthetic_mask_coverage"],
-            "all_foreground_fraction": unet_record["synthetic_full_fraction"],
-            "kimg": images / 1000,
-            "gan_minutes": gan_seconds / 60,
-            "minutes": self.spent() / 60,
-            "images_per_second": images / max(gan_seconds, 1e-9),
-            "gan_stages": [
-                {"name": stage.name, **record}
-                for stage, record in zip(self.row.stages, gan_records, strict=True)
-            ],
-            "export_seconds": export_record["seconds"],
-            "segmenter_seconds": [unet_record["seconds"], *extra_unets],
-            "own_route": own_route,
-            # Where the (last) GAN stage trained: a resumed row may be assembled elsewhere.
-            "machine": gan_records[-1].get("machine") or compare_report.machine(),
-        }
-
-
-def encoder_summary(record: dict) -> dict:
-    summary = {"name": "inversion encoder: mask(G(E(x))) > 0.5", "status": record["status"]}
-    if record["status"] != "ok":
-        return {**summary, "reason": record["reason"]}
-    return {
-        **summary,
-        **_scores(record["test"]),
-        "encoder_steps": record["encoder_steps"],
-        "detail": f"{record['encoder_steps']} encoder steps",
-    }
-
-
-def alpha_threshold_summary(record: dict) -> dict:
-    threshold = record["threshold"]
-    return {
-        "name": f"U-Net on its own alpha masks (soft mask > {threshold:g})",
-        "status": "ok",
-        **_scores(record["test"]),
-        "mask_coverage": record["synthetic_mask_coverage"],
-        "all_foreground_fraction": record["synthetic_full_fraction"],
-        "detail": f"coverage {record['synthetic_mask_coverage']:.2f}, all-fg "
-        f"{record['synthetic_full_fraction']:.0%}",
-    }
-
-
-def _scores(test: dict) -> dict:
-    return {
-        "per_image_iou": test["drc_iou"],
-        "per_image_dice": test["drc_dice"],
-        "miou": test["miou"],
-        "pixel_accuracy": test["pixel_accuracy"],
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Scoring on other pairs or test sets
-# ----------------------------------------------------------------------------------------------
-def test_crops(config, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` crops of the built-in picture from a stream seed other than training's, and the
-    union of their object masks: images float32 [N, R, R, 3] in [-1, 1], masks [N, R, R] in
-    {0, 1}. The picture is the one the GAN trained on (the one-image setting has no other)."""
-    crops = single_image.crops_with_object_masks(
-        config.data, seed=TEST_CROP_SEED, example_indices=np.arange(count)
-    )
-    images = crops["image"].astype(np.float32) / 127.5 - 1.0
-    union = (crops["masks"] >= 128).any(axis=-1).astype(np.float32)
-    return images, union
-
-
-def train_and_score_unet(config, images, masks, test_images, test_masks, out_dir: str) -> dict:
-    """`segmentation.train_and_score_segmenter`'s recipe on given pairs and test set: the U-Net
-    of `config.segmenter` trained on (images [N, R, R, 3] in [-1, 1], masks [N, R, R]), scored on
-    (test_images, test_masks); previews in `out_dir/previews/segmentation.png`, the report in
-    `out_dir/segmenter/report.json`. Returns the report."""
-    start = time.time()
-    result = segmenter_lib.train_segmenter(
-        images,
-        masks,
-        config.segmenter,
-        seed=config.seed,
-        compiler_options=compiler_options.for_devices(config, jax.local_devices()[:1]),
-    )
-    metrics = segmenter_lib.score_segmenter(
-        result.variables, test_images, test_masks, config.segmenter
-    )
-    write_previews(config, out_dir, result.variables, test_images[:16], test_masks[:16])
-    report = {
-        "num_synthetic_pairs": int(images.shape[0]),
-        "num_test_images": int(test_images.shape[0]),
-        "best_val_step": int(result.best_step),
-        "test": {name: float(value) for name, value in metrics.items()},
-        "all_foreground_iou": seg_metrics.all_foreground_baseline(test_masks),
-        **seg_metrics.synthetic_mask_statistics(np.asarray(masks, np.float32)),
-        "segmenter_seconds": time.time() - start,
-    }
-    atomic.write_json(os.path.join(out_dir, "segmenter", "report.json"), report)
-    return report
+            own_route = per_instance_route()
+        return row_result(
+            self.row.stages,
+            gan_records,
+            export_record,
+            unet_record,
+            own_route,
+            extra_unets,
+            minutes=self.spent() / 60,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,30 +278,9 @@ def _stored_result(workdir: str, row: Row, seed: int) -> dict | None:
         return json.load(file)
 
 
-def _copy_outputs(run: RowRun) -> dict[str, str]:
-    """The last sample grid and the previews, copied into the row's directory."""
-    last = run.stage_dir(len(run.row.stages) - 1)
-    sources = {
-        "samples": os.path.join(last, "samples", "latest.png"),
-        "segmentation": os.path.join(last, "previews", "segmentation.png"),
-        "encoder": os.path.join(last, "encoder", "previews.png"),
-        "alpha_threshold": os.path.join(last, "alpha_threshold", "previews", "segmentation.png"),
-    }
-    copied = {}
-    for name, source in sources.items():
-        if os.path.exists(source):
-            target = os.path.join(run.row_dir, f"{name}_seed{run.seed}.png")
-            shutil.copyfile(source, target)
-            copied[name] = target
-    return copied
-
-
-def _check_finite(result: dict) -> None:
-    for key in ("per_image_iou", "per_image_dice", "miou", "pixel_accuracy", "mask_coverage"):
-        if not math.isfinite(result[key]):
-            raise FloatingPointError(f"{key} is {result[key]}")
-
-
+# ----------------------------------------------------------------------------------------------
+# The row loop
+# ----------------------------------------------------------------------------------------------
 def run_comparison(
     row_names: list[str] | None,
     seeds: list[int],
@@ -583,16 +296,7 @@ def run_comparison(
     Raises ValueError for an unknown row or size, and BudgetTooSmall before any training when a
     row's budget cannot reach its export and scoring. Returns this call's results (skipped rows:
     their stored results)."""
-    rows = select_rows(row_names)
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; the sizes are {list(SIZES)}")
-    the_size = SIZES[size]
-    if not seeds:
-        raise ValueError("no seeds given")
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    for row in rows:  # every budget checked before anything trains
-        plan_row(row, the_size, budget_minutes, measured_minutes(read_results(workdir), the_size))
+    rows, the_size, workdir = _check_arguments(row_names, seeds, workdir, budget_minutes, size)
     info = compare_report.machine()
     jobs = [(row, seed) for row in rows for seed in seeds]
     stored = {(row.name, seed): _stored_result(workdir, row, seed) for row, seed in jobs}
@@ -618,30 +322,8 @@ def run_comparison(
             budget_minutes * pending,
         )
         pending -= 1
-        base = {
-            "row": row.name,
-            "seed": seed,
-            "description": row.description,
-            "route": row.route,
-            "size": the_size.name,
-            "budget_minutes": budget_minutes,
-            "machine": info,
-        }
-        run = None
-        try:
-            measured = measured_minutes(read_results(workdir), the_size)
-            plan = plan_row(row, the_size, budget_minutes, measured)
-            run = RowRun(row, seed, the_size, plan, os.path.join(workdir, row.name), data_dir)
-            result = {**base, "status": "ok", **run.run()}
-            _check_finite(result)
-            result["files"] = _copy_outputs(run)
-        except ComparisonInterrupted:
-            raise
-        except Exception as error:  # recorded as failed; the other rows still run
-            logging.exception("compare: %s seed %d failed", row.name, seed)
-            reason = f"{type(error).__name__}: {error}".strip()
-            minutes = run.spent() / 60 if run is not None else 0.0
-            result = {**base, "status": "failed", "reason": reason[:500], "minutes": minutes}
+        base = _base_result(row, seed, the_size, budget_minutes, info)
+        result = _run_row(row, seed, the_size, budget_minutes, workdir, data_dir, base)
         atomic.write_json(path, result)
         results.append(result)
         compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
@@ -656,6 +338,65 @@ def run_comparison(
         )
     compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
     return results
+
+
+def _check_arguments(
+    row_names: list[str] | None, seeds: list[int], workdir: str, budget_minutes: float, size: str
+) -> tuple[list[Row], Size, str]:
+    """The rows, the size and the absolute workdir (created); raises ValueError for an unknown
+    row or size or no seeds, and BudgetTooSmall when any row's budget is too small."""
+    rows = select_rows(row_names)
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; the sizes are {list(SIZES)}")
+    the_size = SIZES[size]
+    if not seeds:
+        raise ValueError("no seeds given")
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    for row in rows:  # every budget checked before anything trains
+        plan_row(row, the_size, budget_minutes, measured_minutes(read_results(workdir), the_size))
+    return rows, the_size, workdir
+
+
+def _base_result(row: Row, seed: int, size: Size, budget_minutes: float, info: dict) -> dict:
+    return {
+        "row": row.name,
+        "seed": seed,
+        "description": row.description,
+        "route": row.route,
+        "size": size.name,
+        "budget_minutes": budget_minutes,
+        "machine": info,
+    }
+
+
+def _run_row(
+    row: Row,
+    seed: int,
+    size: Size,
+    budget_minutes: float,
+    workdir: str,
+    data_dir: str | None,
+    base: dict,
+) -> dict:
+    """One row for one seed: its result (status 'ok'), or status 'failed' with the reason when
+    it raised anything but ComparisonInterrupted."""
+    run = None
+    try:
+        measured = measured_minutes(read_results(workdir), size)
+        plan = plan_row(row, size, budget_minutes, measured)
+        run = RowRun(row, seed, size, plan, os.path.join(workdir, row.name), data_dir)
+        result = {**base, "status": "ok", **run.run()}
+        check_finite(result)
+        result["files"] = copy_outputs(run.stage_dir(len(row.stages) - 1), run.row_dir, seed)
+    except ComparisonInterrupted:
+        raise
+    except Exception as error:  # recorded as failed; the other rows still run
+        logging.exception("compare: %s seed %d failed", row.name, seed)
+        reason = f"{type(error).__name__}: {error}".strip()
+        minutes = run.spent() / 60 if run is not None else 0.0
+        result = {**base, "status": "failed", "reason": reason[:500], "minutes": minutes}
+    return result
 
 
 def _title(size: Size) -> str:
