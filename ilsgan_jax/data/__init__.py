@@ -1,7 +1,9 @@
 """Input data: tfds builders, DRC preprocessing and the tf.data pipeline.
 
-Modules: config (the `config.data` defaults), synthetic_render / synthetic_builder (the built-in
-synthetic objects data set), folder (the user's image folders), drc (Stanford Dogs / Cars in the
+Modules: config (the `config.data` defaults), synthetic_render / synthetic_shapes /
+synthetic_builder (the built-in synthetic objects data set, noise or structured backgrounds),
+synthetic_scenes / builtin_images (built-in multi-object pictures for the one-image setting),
+single_image (random crops of one picture), folder (the user's image folders), drc (Stanford Dogs / Cars in the
 DRC layout), preprocess (crop geometry and resizing), sources (every source behind one interface),
 input_pipeline (training and evaluation iterators of per-process NumPy batches), eval_split (the
 evaluation split with its masks as whole arrays).
