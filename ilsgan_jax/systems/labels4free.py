@@ -9,6 +9,7 @@ never differentiates nor updates. Generator loss: the layered mask terms as conf
 original: binarisation off, minimum background area on; see `configs/labels4free.py`).
 """
 
+import dataclasses
 import os
 
 import jax
@@ -16,8 +17,8 @@ import jax.numpy as jnp
 from absl import logging
 
 from ilsgan_jax.models.alpha_network import FROZEN_COLLECTION, Labels4FreeGenerator
-from ilsgan_jax.systems import layered_terms
-from ilsgan_jax.systems.base import Config, System, stylegan_kwargs
+from ilsgan_jax.systems.base import Config, stylegan_kwargs
+from ilsgan_jax.systems.ilsgan import layered_system
 
 PLAIN_GENERATOR_NAME = "generator"  # PlainGenerator's StyleGenerator submodule
 
@@ -106,15 +107,9 @@ def hard_masks(soft_masks: jnp.ndarray, config: Config) -> jnp.ndarray:
     return soft_masks > threshold
 
 
-SYSTEM = System(
-    name="labels4free",
+# The fg/mask/bg system's terms, with its own generator and state initialisation.
+SYSTEM = dataclasses.replace(
+    layered_system("labels4free"),
     build_generator=build_generator,
-    generator_loss=layered_terms.generator_loss,
-    export_layers=layered_terms.export_layers,
-    sample_rows=layered_terms.sample_rows,
-    perturb=layered_terms.perturb,
-    build_estimator=layered_terms.build_estimator,
-    estimator_loss=layered_terms.estimator_loss,
     initialize_state=initialize_state,
-    validate_config=layered_terms.validate_config,
 )
