@@ -1,4 +1,5 @@
-"""Test configuration: 8 simulated CPU devices, a persistent compilation cache, config loading.
+"""Test configuration: 8 simulated CPU devices, a persistent compilation cache, and the shared
+fixtures: config loading from flags and the tiny configs.
 
 XLA_FLAGS must be set before JAX initialises its backend, so this runs at import time of the test
 session, before any test module imports jax.
@@ -18,6 +19,8 @@ if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import tiny_configs  # noqa: E402
 
 from ilsgan_jax import runtime  # noqa: E402
 
@@ -50,3 +53,11 @@ def config_from_flags():
         return flag_values.config
 
     return parse
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """`tiny_configs.make_tiny_config`: `(config_name, variant='runlocal,res=16', overrides=None,
+    *, mbstd_group_size=2) -> ConfigDict`, a config of `configs/` with networks of a few thousand
+    parameters, then the dotted `overrides` ({'train.batch_size': 8})."""
+    return tiny_configs.make_tiny_config

@@ -9,23 +9,19 @@ import os
 import signal
 
 import ml_collections
+from tiny_configs import RESOLUTION, TINY_NETWORK_FIELDS, set_fields
 
 from configs import ilsgan as ilsgan_config
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 CONFIG_PATH = os.path.join(REPO_ROOT, "configs", "ilsgan.py")
-CONFIG_VARIANT = "runlocal,res=16"
-RESOLUTION = 16
+CONFIG_VARIANT = f"runlocal,res={RESOLUTION}"
 BATCH = 8
 
 # Networks of a few thousand parameters at 16 px; batch 8 is one image per simulated device, so
 # the minibatch-std group is 1. R1 every 4 steps so that short runs cross lazy-R1 boundaries.
 TINY_OVERRIDES = {
-    "model.channel_base": 128,
-    "model.channel_max": 16,
-    "model.z_dim": 16,
-    "model.w_dim": 16,
-    "model.mapping_layers": 2,
+    **TINY_NETWORK_FIELDS,
     "model.mbstd_group_size": 1,
     "loss.r1_interval": 4,
     "train.batch_size": BATCH,
@@ -62,12 +58,7 @@ def tiny_loop_config(data_dir: str, **schedule) -> ml_collections.ConfigDict:
     `schedule_overrides(**schedule)` (num_steps, log_every, sample_every, checkpoint_every)."""
     config = ilsgan_config.get_config(CONFIG_VARIANT)
     overrides = {**TINY_OVERRIDES, **schedule_overrides(**schedule), "data.data_dir": data_dir}
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
+    set_fields(config, overrides)
     from ilsgan_jax.train.loop import total_train_steps
 
     expected = schedule["num_steps"]

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_configs import make_tiny_config
 
-from configs import perturbgan
 from ilsgan_jax.evaluate import seg_metrics
 from ilsgan_jax.models.encoder import Encoder, build_encoder
 from ilsgan_jax.stages import inversion
@@ -19,23 +19,20 @@ RESOLUTION = 16
 
 
 def tiny_config():
-    """runlocal at 16 px with the tiny generator of tests/test_networks.py and z_dim 8."""
-    config = perturbgan.get_config(f"runlocal,res={RESOLUTION}")
-    config.model.channel_base = 128
-    config.model.channel_max = 16
-    config.model.z_dim = 8
-    config.model.w_dim = 16
-    config.model.mapping_layers = 2
-    config.model.mbstd_group_size = 2
-    config.encoder.channel_base = 256  # 16 channels at 16 px, 32 at 8 and 4 px
-    config.encoder.channel_max = 32
-    config.encoder.batch_size = 16
-    config.encoder.learning_rate = 3e-3
-    config.encoder.latent_weight = 1.0
-    config.encoder.reconstruction_weight = 0.0  # latent regression only: fast (tested separately)
-    config.encoder.eval_batch_size = 64
-    config.encoder.log_every_steps = 100
-    return config
+    """runlocal at 16 px with the tiny networks, z_dim 8, and a small encoder trained by latent
+    regression only."""
+    overrides = {
+        "model.z_dim": 8,
+        "encoder.channel_base": 256,  # 16 channels at 16 px, 32 at 8 and 4 px
+        "encoder.channel_max": 32,
+        "encoder.batch_size": 16,
+        "encoder.learning_rate": 3e-3,
+        "encoder.latent_weight": 1.0,
+        "encoder.reconstruction_weight": 0.0,  # latent regression only: fast (tested separately)
+        "encoder.eval_batch_size": 64,
+        "encoder.log_every_steps": 100,
+    }
+    return make_tiny_config("perturbgan", f"runlocal,res={RESOLUTION}", overrides)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_configs import TINY_NETWORK_KWARGS
 
 from ilsgan_jax.models.layered import LayeredGenerator, PlainGenerator
 from ilsgan_jax.models.mask_calibration import (
@@ -24,9 +25,7 @@ NUM_FRESH = 256
 TARGET = 0.3
 SEEDS = (0, 1, 2, 3)
 # Tiny layered generator (16 px, 8-16 channels); a mask logit offset so the test covers it too.
-GENERATOR = LayeredGenerator(
-    RESOLUTION, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16, mask_logit_offset=-0.5
-)
+GENERATOR = LayeredGenerator(RESOLUTION, **TINY_NETWORK_KWARGS, mask_logit_offset=-0.5)
 CALIBRATION_KEY = jax.random.key(100)
 
 
@@ -124,8 +123,6 @@ def test_target_outside_open_unit_interval_raises(target):
 
 
 def test_generator_without_mask_logit_raises():
-    generator = PlainGenerator(
-        RESOLUTION, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16
-    )
+    generator = PlainGenerator(RESOLUTION, **TINY_NETWORK_KWARGS)
     with pytest.raises(ValueError, match="config.model.initial_mask_coverage"):
         calibrate_mask_coverage(generator, {}, CALIBRATION_KEY, target=0.3)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import pytest
 from jax.sharding import Mesh
+from tiny_configs import TINY_NETWORK_KWARGS, make_tiny_config
 
 from configs import ilsgan, independence_prior, labels4free, perturbgan, stylegan2
 from ilsgan_jax import parallel
@@ -39,7 +40,7 @@ from ilsgan_jax.train.state import create_train_state
 from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
 
 RESOLUTION, BATCH = 16, 8
-TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)  # 16 channels at 16 px
+TINY = TINY_NETWORK_KWARGS
 # Tolerances on the relative RMS error `rms(bf16 - f32) / rms(f32)` of each output, the weights
 # perturbed so that every bias and noise strength is non-zero. bfloat16 keeps 8 significant bits
 # (rounding: 2^-9 = 0.2% relative), compounded over the ~10 layers of each network. Measured at
@@ -75,12 +76,13 @@ def perturbed(params, key, scale: float = 0.2):
 
 
 def tiny_config(variant: str = "runlocal,res=16", compute_dtype: str = "float32"):
-    """configs/ilsgan.py at 16 px with a few thousand parameters per network, no ADA."""
-    config = ilsgan.get_config(variant)
-    config.model.update(TINY, z_dim=16, mbstd_group_size=2, compute_dtype=compute_dtype)
-    config.train.batch_size = BATCH
-    config.ada.mode = "noaug"
-    return config
+    """configs/ilsgan.py at 16 px with the tiny networks, no ADA."""
+    overrides = {
+        "model.compute_dtype": compute_dtype,
+        "train.batch_size": BATCH,
+        "ada.mode": "noaug",
+    }
+    return make_tiny_config("ilsgan", variant, overrides)
 
 
 # ------------------------------------------------------------------------------------------------

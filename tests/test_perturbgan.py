@@ -18,18 +18,6 @@ from ilsgan_jax.train.state import create_train_state
 from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
 
 
-def tiny(config):
-    """The tiny network sizes of tests/test_networks.py."""
-    config.model.channel_base = 128
-    config.model.channel_max = 16
-    config.model.z_dim = 16
-    config.model.w_dim = 16
-    config.model.mapping_layers = 2
-    config.model.mbstd_group_size = 2
-    config.train.batch_size = 8
-    return config
-
-
 def test_paper_values_for_every_loss():
     for loss in ("ns_r1", "wgan_gp"):
         config = get_config(f"loss={loss}")
@@ -110,8 +98,10 @@ def test_built_optimisers_step_sizes(loss, g_lr, d_lr):
 
 
 @pytest.mark.slow  # compiles a WGAN-GP train step (~2-3 min on 2 cores)
-def test_wgan_gp_train_step_compiles_and_is_finite():
-    config = tiny(get_config("loss=wgan_gp,contrast=1,runlocal,res=16"))
+def test_wgan_gp_train_step_compiles_and_is_finite(tiny_config):
+    config = tiny_config(
+        "perturbgan", "loss=wgan_gp,contrast=1,runlocal,res=16", {"train.batch_size": 8}
+    )
     trainer = make_trainer(config)
     state = jax.jit(
         lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from configs import ilsgan, independence_prior, labels4free, perturbgan, stylegan2
 from ilsgan_jax import parallel, systems
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.train.state import create_train_state
@@ -26,47 +25,38 @@ GOLDEN_PATH = os.path.join(os.path.dirname(__file__), "data", "step_golden.npz")
 RESOLUTION, BATCH, NUM_STEPS = 16, 8, 2
 # (config module, variant, overrides); the slow ones compile steps that other slow tests cover.
 CASES = {
-    "ilsgan": (ilsgan, "runlocal,res=16", {}),
+    "ilsgan": ("ilsgan", "runlocal,res=16", {}),
     "ilsgan_neural_mixing": (
-        ilsgan,
+        "ilsgan",
         "runlocal,res=16,estimator=neural_laplace",
         {"loss.style_mixing_prob": 0.9},
     ),
     # ema.kimg fixed: the config derives it from the batch size (the step is what is compared).
     "perturbgan_wgan_gp": (
-        perturbgan,
+        "perturbgan",
         "runlocal,res=16,loss=wgan_gp,contrast=1",
         {"ema.kimg": 10.0},
     ),
-    "stylegan2": (stylegan2, "runlocal,res=16", {}),
-    "labels4free": (labels4free, "runlocal,res=16", {"loss.bg_area_weight": 0.5}),
-    "independence_prior": (independence_prior, "runlocal,res=16,k=2,ils=pairwise", {}),
+    "stylegan2": ("stylegan2", "runlocal,res=16", {}),
+    "labels4free": ("labels4free", "runlocal,res=16", {"loss.bg_area_weight": 0.5}),
+    "independence_prior": ("independence_prior", "runlocal,res=16,k=2,ils=pairwise", {}),
 }
 SLOW_CASES = ("ilsgan_neural_mixing", "perturbgan_wgan_gp", "labels4free")
 
 
-def tiny_config(case: str):
-    """The case's config at 16 px with a few thousand parameters per network, ADA at fixed p."""
-    module, variant, overrides = CASES[case]
-    config = module.get_config(variant)
-    config.model.channel_base = 128
-    config.model.channel_max = 16
-    config.model.z_dim = 16
-    config.model.w_dim = 16
-    config.model.mapping_layers = 2
-    config.model.mbstd_group_size = 2
-    config.train.batch_size = BATCH
-    config.ada.mode = "fixed"
-    config.ada.initial_p = 0.5
-    config.seed = 1  # the seed the golden file was written with
-    config.model.initial_mask_coverage = None  # the state comes from create_train_state alone
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config
+def case_config(make_tiny_config, case: str):
+    """The case's config with the tiny networks (the `tiny_config` fixture is `make_tiny_config`),
+    ADA at fixed p, the seed and initialisation the golden file was written with."""
+    config_name, variant, overrides = CASES[case]
+    base = {
+        "train.batch_size": BATCH,
+        "ada.mode": "fixed",
+        "ada.initial_p": 0.5,
+        "seed": 1,
+        # The state comes from create_train_state alone (no calibration).
+        "model.initial_mask_coverage": None,
+    }
+    return make_tiny_config(config_name, variant, {**base, **overrides})
 
 
 def fixed_reals() -> np.ndarray:
@@ -134,10 +124,10 @@ def golden():
     "case",
     [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES],
 )
-def test_step_matches_the_recorded_outputs(case, mesh1, golden):
+def test_step_matches_the_recorded_outputs(case, mesh1, golden, tiny_config):
     expected = {key.split("/", 1)[1]: v for key, v in golden.items() if key.startswith(case + "/")}
     assert expected, f"no golden values for {case}"
-    got = summary(*run_steps(tiny_config(case), mesh1))
+    got = summary(*run_steps(case_config(tiny_config, case), mesh1))
     assert sorted(got) == sorted(expected), set(got) ^ set(expected)
     for name, value in expected.items():
         if np.isnan(value):
@@ -146,17 +136,17 @@ def test_step_matches_the_recorded_outputs(case, mesh1, golden):
         np.testing.assert_allclose(got[name], value, rtol=2e-5, atol=2e-6, err_msg=f"{case} {name}")
 
 
-def test_unknown_system_lists_the_known_ones():
-    config = tiny_config("ilsgan")
+def test_unknown_system_lists_the_known_ones(tiny_config):
+    config = case_config(tiny_config, "ilsgan")
     config.system = "ilsgn"
     with pytest.raises(ValueError, match=r"'ilsgn'.*independence_prior.*labels4free"):
         make_trainer(config)
 
 
-def test_independence_prior_step_trains_every_part(mesh1):
+def test_independence_prior_step_trains_every_part(mesh1, tiny_config):
     """Two K = 2 steps: finite metrics, per-instance areas in (0, 1), the union mask's statistics,
     and every parameter group of G (background, providers, layout) and D moved."""
-    config = tiny_config("independence_prior")
+    config = case_config(tiny_config, "independence_prior")
     trainer = make_trainer(config)
     initial = jax.device_get(
         jax.jit(lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key))(
@@ -181,14 +171,14 @@ def test_independence_prior_step_trains_every_part(mesh1):
     assert int(state.step) == NUM_STEPS
 
 
-def test_a_toy_system_is_one_module_and_one_registry_entry(mesh1, monkeypatch):
+def test_a_toy_system_is_one_module_and_one_registry_entry(mesh1, monkeypatch, tiny_config):
     """`tests/toy_system.py` (a plain generator whose only extra term pulls the mean image
     towards a config value) trains one step through the unchanged trainer."""
     sys.path.insert(0, os.path.dirname(__file__))
     import toy_system
 
     monkeypatch.setitem(systems.REGISTRY, "toy", toy_system.SYSTEM)
-    config = toy_system.configure(tiny_config("stylegan2"))
+    config = toy_system.configure(case_config(tiny_config, "stylegan2"))
     state, history = run_steps(config, mesh1, num_steps=1)
     metrics = history[0]
     assert metrics["toy/brightness_gap"] > 0
@@ -201,22 +191,11 @@ def test_a_toy_system_is_one_module_and_one_registry_entry(mesh1, monkeypatch):
     assert int(state.step) == 1
 
 
-if __name__ == "__main__":  # rewrites the golden file from the current step
-    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-    values = {}
-    for name in CASES:
-        values.update(
-            {f"{name}/{k}": v for k, v in summary(*run_steps(tiny_config(name), mesh)).items()}
-        )
-    np.savez(GOLDEN_PATH, **values)
-    print(f"wrote {len(values)} values to {GOLDEN_PATH}")
-
-
-def test_layered_systems_calibrate_the_initial_mask_coverage():
+def test_layered_systems_calibrate_the_initial_mask_coverage(tiny_config):
     """`config.model.initial_mask_coverage` (the layered systems' state initialisation): the
     initial EMA and trained generators both draw masks of that mean coverage on fresh latents;
     None leaves the reference initialisation untouched."""
-    config = tiny_config("ilsgan")
+    config = case_config(tiny_config, "ilsgan")
     trainer = make_trainer(config)
     initial = jax.jit(
         lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
@@ -227,8 +206,9 @@ def test_layered_systems_calibrate_the_initial_mask_coverage():
     z = jax.random.normal(jax.random.key(123), (256, config.model.z_dim))
 
     def coverage(params, buffers):
-        layers = trainer.networks.generator.apply({"params": params, **buffers}, z,
-                                                  noise_mode="const")
+        layers = trainer.networks.generator.apply(
+            {"params": params, **buffers}, z, noise_mode="const"
+        )
         return float(layers["mask"].mean())
 
     before = coverage(initial.g_params, initial.g_buffers)
@@ -236,3 +216,15 @@ def test_layered_systems_calibrate_the_initial_mask_coverage():
     after_ema = coverage(calibrated.g_ema_params, calibrated.g_ema_buffers)
     assert abs(before - 0.7) > 0.2, before  # the seed's own coverage is elsewhere
     assert after == pytest.approx(0.7, abs=0.05) and after_ema == pytest.approx(after, abs=1e-6)
+
+
+if __name__ == "__main__":  # rewrites the golden file from the current step
+    import tiny_configs
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    values = {}
+    for name in CASES:
+        config = case_config(tiny_configs.make_tiny_config, name)
+        values.update({f"{name}/{k}": v for k, v in summary(*run_steps(config, mesh)).items()})
+    np.savez(GOLDEN_PATH, **values)
+    print(f"wrote {len(values)} values to {GOLDEN_PATH}")

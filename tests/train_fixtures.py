@@ -11,13 +11,12 @@ import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tiny_configs import RESOLUTION, make_tiny_config
 
-from configs import ilsgan as ilsgan_config
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.train.state import TrainState, create_train_state
 from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
 
-RESOLUTION = 16
 BATCH = 16
 MBSTD_GROUP = 2  # divides the per-device batch on 1 device (16) and on 8 devices (2)
 
@@ -30,24 +29,20 @@ def tiny_config(
     style_mixing_prob: float = 0.0,
     batch: int = BATCH,
 ) -> ml_collections.ConfigDict:
-    """`runlocal,res=16` shrunk to a few thousand parameters per network.
-
-    Widths: synthesis 8 channels at 16 px (channel_base 128 / 16), 16 at 4 and 8 px; D likewise.
-    """
-    config = ilsgan_config.get_config(f"runlocal,res={RESOLUTION},estimator={estimator}")
-    config.model.channel_base = 128
-    config.model.channel_max = 16
-    config.model.z_dim = 16
-    config.model.w_dim = 16
-    config.model.mapping_layers = 2
-    config.model.mbstd_group_size = MBSTD_GROUP
-    config.loss.r1_gamma = r1_gamma
-    config.loss.style_mixing_prob = style_mixing_prob
-    config.loss.ils.estimator_resolution = 8
-    config.loss.ils.estimator_widths = (4, 8)
-    config.ada.mode = ada_mode
-    config.train.batch_size = batch
-    return config
+    """`runlocal,res=16` with the tiny networks of `tiny_configs` and an 8 px MI estimator."""
+    return make_tiny_config(
+        "ilsgan",
+        f"runlocal,res={RESOLUTION},estimator={estimator}",
+        {
+            "loss.r1_gamma": r1_gamma,
+            "loss.style_mixing_prob": style_mixing_prob,
+            "loss.ils.estimator_resolution": 8,
+            "loss.ils.estimator_widths": (4, 8),
+            "ada.mode": ada_mode,
+            "train.batch_size": batch,
+        },
+        mbstd_group_size=MBSTD_GROUP,
+    )
 
 
 def one_device_mesh() -> Mesh:
