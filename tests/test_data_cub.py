@@ -1,12 +1,23 @@
-"""Tests of the CUB path: DRC crop geometry and the tfds caltech_birds2011 pipeline (mocked)."""
+"""Tests of the CUB path: DRC crop geometry, DRC's split (the shipped file, CUB's images.txt,
+malformed lines), the tfds caltech_birds2011 pipeline (mocked) and the warning on tfds's split."""
 
+import collections
+import configparser
+import json
+import logging
+import os
+
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from configs import ilsgan
 from ilsgan_jax.data import config as config_lib
-from ilsgan_jax.data import input_pipeline, preprocess
+from ilsgan_jax.data import cub_split, input_pipeline, preprocess
+from ilsgan_jax.evaluate import segmenter as segmenter_lib
+from ilsgan_jax.stages import segmentation
 
 RESOLUTION = 16
 
@@ -69,7 +80,7 @@ def _cub_config(data_dir, **overrides):
 
 def test_pipeline_on_random_mock_data(tmp_path):
     """tfds' own random mock: image and mask sizes differ, boxes may be inverted."""
-    config = _cub_config(tmp_path)
+    config = _cub_config(tmp_path, cub_split="tfds")
     with tfds.testing.mock_data(num_examples=5):
         assert input_pipeline.num_examples(config, "test") == 5
         batches = list(
@@ -117,13 +128,13 @@ def _controlled_examples():
             "image": image0,
             "segmentation_mask": mask0[::2, ::2],
             "bbox": np.array([10 / 60, 20 / 120, 30 / 60, 44 / 120], np.float32),
-            "image/filename": "001.A/a.jpg",
+            "image/filename": "001.A/a.jpg",  # (the mock's names are already relative)
         },
         {
             "image": image1,
             "segmentation_mask": mask1,
             "bbox": np.array([0.0, 0.0, 16 / 80, 16 / 40], np.float32),
-            "image/filename": "002.B/b.jpg",
+            "image/filename": "CUB_200_2011/images/002.B/b.jpg",  # tfds: the archive path
         },
     ]
 
@@ -146,7 +157,7 @@ def _controlled_as_dataset(self, split, decoders=None, read_config=None, **kwarg
 
 
 def test_drc_crops_through_the_pipeline(tmp_path):
-    config = _cub_config(tmp_path)
+    config = _cub_config(tmp_path, cub_split="tfds")
     with tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset):
         batch = next(
             input_pipeline.create_eval_iterator(
@@ -179,12 +190,26 @@ def test_drc_crops_through_the_pipeline(tmp_path):
     )
 
 
+def _write_table(path, values) -> str:
+    """`<id> <value>` lines, ids from 1 (CUB's images.txt, DRC's split file); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i} {value}\n" for i, value in enumerate(values, 1)))
+    return str(path)
+
+
+def _write_split_files(directory, images, splits):
+    """CUB's images.txt and DRC's train_val_test_split.txt in `directory`; returns their paths."""
+    return (
+        _write_table(directory / "images.txt", images),
+        _write_table(directory / "train_val_test_split.txt", splits),
+    )
+
+
 def test_drc_split_file_selects_examples(tmp_path):
-    split_dir = tmp_path / "birds"
-    split_dir.mkdir()
-    (split_dir / "images.txt").write_text("1 001.A/a.jpg\n2 002.B/b.jpg\n3 003.C/c.jpg\n")
-    (split_dir / "train_val_test_split.txt").write_text("1 0\n2 2\n3 2\n")
-    config = _cub_config(tmp_path, cub_split_dir=str(split_dir))
+    images_file, split_file = _write_split_files(
+        tmp_path / "birds", ["001.A/a.jpg", "002.B/b.jpg", "003.C/c.jpg"], [0, 2, 2]
+    )
+    config = _cub_config(tmp_path, cub_split_file=split_file, cub_images_file=images_file)
     with tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset):
         # c.jpg is listed as a test image but absent from the data: counted out (and logged).
         assert input_pipeline.num_examples(config, "test") == 1
@@ -193,7 +218,8 @@ def test_drc_split_file_selects_examples(tmp_path):
                 config, split="test", batch_size=2, process_index=0, process_count=1
             )
         )
-    # Only b.jpg (id 2) is both in the DRC test split and in the data: one valid example.
+    # Only b.jpg (id 2; stored under its archive path) is both in DRC's test split and in the
+    # data: one valid example.
     valid = np.concatenate([b["valid"] for b in batches])
     assert valid.sum() == 1
     green = np.array([-1.0, 1.0, -1.0], np.float32)
@@ -202,5 +228,95 @@ def test_drc_split_file_selects_examples(tmp_path):
     )
     with tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset):
         assert input_pipeline.num_examples(config, "train") == 1
-    with pytest.raises(ValueError, match="data.cub_split_dir lacks images.txt"):
-        input_pipeline.num_examples(_cub_config(tmp_path, cub_split_dir=str(tmp_path)), "test")
+
+
+def test_drc_split_reads_images_txt_from_the_tfds_download(tmp_path):
+    """By default: the shipped split file, CUB's images.txt where tfds extracted CUB."""
+    extracted = tmp_path / "downloads" / "extracted" / "TAR_GZ.cub" / "CUB_200_2011"
+    names = [f"{i // 60 + 1:03d}.Bird/bird_{i}.jpg" for i in range(cub_split.NUM_IMAGES)]
+    names[1] = "002.B/b.jpg"  # id 2: a training image of the shipped split
+    _write_table(extracted / "images.txt", names)
+    config = _cub_config(tmp_path)
+    assert config.cub_split == "drc" and config.cub_split_file == cub_split.SHIPPED_SPLIT_FILE
+    with tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset):
+        assert input_pipeline.num_examples(config, "train") == 1  # b.jpg
+        assert input_pipeline.num_examples(config, "test") == 0
+    with pytest.raises(ValueError, match=r"cub_images_file=PATH.*cub_split=tfds"):
+        input_pipeline.num_examples(_cub_config(tmp_path / "elsewhere"), "test")
+
+
+def test_shipped_split_file_has_the_drc_counts(tmp_path):
+    values = cub_split.read_split_file(cub_split.SHIPPED_SPLIT_FILE)
+    assert sorted(values) == list(range(1, cub_split.NUM_IMAGES + 1))
+    assert collections.Counter(values.values()) == {0: 10_000, 1: 788, 2: 1_000}
+    names = [f"{i:05d}/x.jpg" for i in range(1, cub_split.NUM_IMAGES + 1)]
+    images_file = _write_table(tmp_path / "images.txt", names)
+    counts = {
+        split: len(cub_split.split_names(cub_split.SHIPPED_SPLIT_FILE, images_file, split))
+        for split in ("train", "val", "test")
+    }
+    assert counts == {"train": 10_000, "val": 788, "test": 1_000}
+    # pip install ships the file and its attribution note (setup.cfg package data).
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(os.path.dirname(__file__), os.pardir, "setup.cfg"))
+    shipped = setup["options.package_data"]["ilsgan_jax.data"].split()
+    assert shipped == ["cub_split/train_val_test_split.txt", "cub_split/README.md"]
+    here = os.path.dirname(cub_split.SHIPPED_SPLIT_FILE)
+    assert "CC BY-NC 4.0" in open(os.path.join(here, "README.md")).read()
+
+
+@pytest.mark.parametrize(
+    "bad_line, expected",
+    [
+        ("3 7", "<0|1|2>"),  # not a split value
+        ("3", "<0|1|2>"),  # one field
+        ("3 0 1", "<0|1|2>"),  # three fields
+        ("x 0", "<0|1|2>"),  # not an id
+        ("1 0", "image id 1 again"),  # a repeated id
+    ],
+)
+def test_malformed_split_file_names_the_line(tmp_path, bad_line, expected):
+    path = tmp_path / "train_val_test_split.txt"
+    path.write_text(f"1 0\n\n2 2\n{bad_line}\n4 1\n")
+    with pytest.raises(ValueError) as raised:
+        cub_split.read_split_file(str(path))
+    message = str(raised.value)
+    assert f"{path}, line 4" in message and repr(bad_line) in message and expected in message
+
+
+def test_malformed_images_file_names_the_line(tmp_path):
+    images_file, split_file = _write_split_files(tmp_path, ["001.A/a.jpg", "b.jpg"], [0, 2])
+    with pytest.raises(ValueError, match=r"images.txt, line 2: .* got '2 b.jpg'"):
+        cub_split.split_names(split_file, images_file, "test")
+    images_file = _write_table(tmp_path / "images.txt", ["001.A/a.jpg"])
+    with pytest.raises(ValueError, match=r"lacks 1 image ids of .* \(first: \[2\]\)"):
+        cub_split.split_names(split_file, images_file, "test")
+
+
+def test_tfds_split_warns_and_its_reports_say_so(tmp_path, caplog, monkeypatch):
+    """On tfds's split: a logged warning, and `split_warning` in the reports (here
+    evaluation.json of --mode=evaluate, scored by a freshly initialised U-Net)."""
+    config = ilsgan.get_config("dataset=cub,runlocal")
+    config.data.resolution = RESOLUTION
+    config.data.data_dir = str(tmp_path)
+    config.data.cub_split = "tfds"
+    config.segmenter.widths = (4, 8)
+    config.segmenter.eval_batch_size = 2
+    state = segmenter_lib.create_state(
+        jax.random.key(0), config.segmenter, (RESOLUTION, RESOLUTION, 3)
+    )
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    monkeypatch.setattr(segmentation, "load_segmenter", lambda config, workdir: variables)
+    with tfds.testing.mock_data(num_examples=3), caplog.at_level(logging.WARNING):
+        segmentation.evaluate_segmenter(config, str(tmp_path))
+    assert cub_split.TFDS_SPLIT_WARNING in caplog.text
+    with open(tmp_path / "evaluation.json") as file:
+        evaluation = json.load(file)
+    assert evaluation["cub_split"] == "tfds"
+    assert "not comparable with the paper's" in evaluation["split_warning"]
+    assert 0.0 <= evaluation["drc_iou"] <= 1.0
+    # DRC's split: the split named, no warning; other data sets: nothing added.
+    config.data.cub_split = "drc"
+    assert cub_split.report_fields(config.data) == {"cub_split": "drc"}
+    config.data.name = "synthetic"
+    assert cub_split.report_fields(config.data) == {}

@@ -3,6 +3,8 @@
 import ml_collections
 from ml_collections import config_dict
 
+from ilsgan_jax.data import cub_split
+
 DATA_SOURCES = ("synthetic", "cub", "dogs", "cars", "folder")
 
 
@@ -28,9 +30,16 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.require_masks = True
     # 'dogs' / 'cars': the DRC release folder (e.g. .../DRC_processed/dogs); layout in drc.py.
     config.drc_root = config_dict.placeholder(str)
-    # 'cub' only: optional directory holding CUB's images.txt and DRC's train_val_test_split.txt
-    # (ids in column 1, split 0=train, 1=val, 2=test). None = tfds' official train/test split.
-    config.cub_split_dir = config_dict.placeholder(str)
+    # 'cub' only: the split. 'drc' = DRC's train_val_test_split.txt, the paper's (10,000 train,
+    # 788 val, 1,000 test images); 'tfds' = tfds's train/test (5,994 / 5,794), whose scores are
+    # not comparable with the paper's (a logged warning, and `split_warning` in the reports).
+    config.cub_split = "drc"
+    # 'cub' on 'drc': DRC's split file (`<image id> <0|1|2>` per line); default: the copy shipped
+    # with the package (ReDO's file, CC BY-NC 4.0: ilsgan_jax/data/cub_split/README.md).
+    config.cub_split_file = cub_split.SHIPPED_SPLIT_FILE
+    # 'cub' on 'drc': CUB's images.txt (`<image id> <class>/<name>.jpg`), which names the split
+    # file's ids; None = the one tfds extracted under <data_dir>/downloads when it prepared CUB.
+    config.cub_images_file = config_dict.placeholder(str)
     # Random horizontal flips of the training images (StyleGAN2-ADA --mirror), probability 0.5.
     config.mirror = True
     # Shuffle buffer of the training stream, in examples (encoded records, so it is cheap).

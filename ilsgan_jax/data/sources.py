@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from ilsgan_jax import runtime
-from ilsgan_jax.data import drc, folder, preprocess, synthetic_builder
+from ilsgan_jax.data import cub_split, drc, folder, preprocess, synthetic_builder
 from ilsgan_jax.data.config import DATA_SOURCES
 
 Record = dict[str, tf.Tensor]
@@ -142,74 +142,73 @@ def _synthetic_split(data_config, split, process_index, process_count) -> Source
 # ---------------------------------------------------------------------------- CUB
 
 
-def _cub_drc_split_names(split_dir: str, split: str) -> list[str]:
-    """Image file names (class/name.jpg) of DRC's CUB split ('train'=0, 'test'=2)."""
-    wanted = {"train": 0, "val": 1, "test": 2}.get(split)
-    if wanted is None:
-        raise ValueError(f"split must be train/val/test with data.cub_split_dir, got {split!r}")
-    names_path = os.path.join(split_dir, "images.txt")
-    split_path = os.path.join(split_dir, "train_val_test_split.txt")
-    for path in (names_path, split_path):
-        if not os.path.isfile(path):
-            raise ValueError(f"data.cub_split_dir lacks {os.path.basename(path)}: {path}")
-    with open(names_path) as names_file, open(split_path) as split_file:
-        names = dict(line.split()[:2] for line in names_file if line.strip())
-        return [
-            names[image_id]
-            for image_id, value in (line.split()[:2] for line in split_file if line.strip())
-            if int(value) == wanted
-        ]
+def _relative_name(filename: tf.Tensor) -> tf.Tensor:
+    """`cub_split.relative_name` in TensorFlow: the last two parts of a tfds image path."""
+    parts = tf.strings.split(tf.strings.regex_replace(filename, r"\\", "/"), "/")
+    return tf.strings.reduce_join(parts[-2:], separator="/")
 
 
-def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
-    resolution = check_resolution(data_config)
-    builder = tfds.builder("caltech_birds2011", data_dir=data_dir_of(data_config))
+def _cub_drc_records(builder, data_config, split, process_index, process_count):
+    """(records, count, total) of DRC's `split`, read from the union of tfds's train and test."""
+    images_file = cub_split.images_file_of(data_config, data_dir_of(data_config))
+    names = cub_split.split_names(data_config.cub_split_file, images_file, split)
+    read_config = tfds.ReadConfig(interleave_cycle_length=1)
+    stored = builder.as_dataset(
+        split="train+test",
+        shuffle_files=False,
+        read_config=read_config,
+        decoders=tfds.decode.PartialDecoding({"image/filename": True}),
+    )
+    wanted = set(names)
+    matched = sum(
+        cub_split.relative_name(name.decode("utf-8")) in wanted
+        for name in tfds.as_numpy(stored.map(lambda record: record["image/filename"]))
+    )
+    if matched < len(names):
+        logging.warning(
+            "CUB: %d of the %d images of DRC split %r are not in the tfds data",
+            len(names) - matched,
+            len(names),
+            split,
+        )
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.ones(len(names), tf.bool)),
+        default_value=False,
+    )
     # tfds' own decoding (no SkipDecoding): tfds mock data can only serve decoded examples
     # (encoding its random boxes fails), so the pipeline crops/resizes before shuffling.
-    decoders = None
-    if data_config.cub_split_dir:
-        # DRC's own split (train_val_test_split.txt) over the union of tfds' train and test.
-        names = _cub_drc_split_names(data_config.cub_split_dir, split)
-        read_config = tfds.ReadConfig(interleave_cycle_length=1)
-        stored_names = builder.as_dataset(
-            split="train+test",
-            shuffle_files=False,
-            read_config=read_config,
-            decoders=tfds.decode.PartialDecoding({"image/filename": True}),
+    everything = builder.as_dataset(
+        split="train+test", shuffle_files=False, read_config=read_config
+    )
+    selected = everything.filter(
+        lambda record: table.lookup(_relative_name(record["image/filename"]))
+    )
+    start, stop = even_slice(matched, process_index, process_count)
+    return selected.skip(start).take(stop - start), stop - start, matched
+
+
+def _cub_records(builder, data_config, split, process_index, process_count):
+    """(records, count, total) of `split` on `data.cub_split`: DRC's (the paper's) or tfds's."""
+    if data_config.cub_split == "drc":
+        return _cub_drc_records(builder, data_config, split, process_index, process_count)
+    if data_config.cub_split != "tfds":
+        raise ValueError(
+            f"data.cub_split must be one of {cub_split.SPLITS}, got {data_config.cub_split!r}"
         )
-        wanted = set(names)
-        matched = sum(
-            name.decode("utf-8") in wanted
-            for name in tfds.as_numpy(stored_names.map(lambda record: record["image/filename"]))
-        )
-        if matched < len(names):
-            logging.warning(
-                "CUB: %d of the %d images of DRC split %r are not in the tfds data",
-                len(names) - matched,
-                len(names),
-                split,
-            )
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.ones(len(names), tf.bool)),
-            default_value=False,
-        )
-        everything = builder.as_dataset(
-            split="train+test", shuffle_files=False, decoders=decoders, read_config=read_config
-        )
-        selected = everything.filter(lambda record: table.lookup(record["image/filename"]))
-        start, stop = even_slice(matched, process_index, process_count)
-        records = selected.skip(start).take(stop - start)
-        count, total = stop - start, matched
-    else:
-        records, count, total = _tfds_split(builder, split, process_index, process_count, decoders)
-    is_train = split == "train"
+    logging.warning(cub_split.TFDS_SPLIT_WARNING)
+    return _tfds_split(builder, split, process_index, process_count, None)
+
+
+def _cub_decoder(is_train: bool, resolution: int):
+    """`(record, with_mask) -> example` of CUB with DRC's crops (training: the centre square of
+    the whole image; test: the square around the bounding box)."""
 
     def decode(record: Record, with_mask: bool) -> dict[str, tf.Tensor]:
         image = record["image"]
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        if is_train:  # DRC training images: centre square crop of the whole image.
+        if is_train:
             box = preprocess.center_square_box(height, width)
-        else:  # DRC test crop around the bounding box.
+        else:
             box = preprocess.cub_test_box(record["bbox"], height, width)
         example = {"image": preprocess.to_uint8(preprocess.crop_and_resize(image, box, resolution))}
         if with_mask:
@@ -219,6 +218,14 @@ def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
             example["mask"] = preprocess.to_uint8(resized)
         return example
 
+    return decode
+
+
+def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
+    resolution = check_resolution(data_config)
+    builder = tfds.builder("caltech_birds2011", data_dir=data_dir_of(data_config))
+    records, count, total = _cub_records(builder, data_config, split, process_index, process_count)
+    decode = _cub_decoder(split == "train", resolution)
     return SourceSplit(records, count, total, True, decode, decode_before_shuffle=True)
 
 

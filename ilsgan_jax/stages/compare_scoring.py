@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from ilsgan_jax import compiler_options
-from ilsgan_jax.data import single_image
+from ilsgan_jax.data import cub_split, single_image
 from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import pair_dataset, seg_metrics
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
@@ -146,6 +146,7 @@ def train_and_score_unet(config, images, masks, test_images, test_masks, out_dir
         "all_foreground_iou": seg_metrics.all_foreground_baseline(test_masks),
         **seg_metrics.synthetic_mask_statistics(np.asarray(masks, np.float32)),
         "segmenter_seconds": time.time() - start,
+        **cub_split.report_fields(config.data),
     }
     atomic.write_json(os.path.join(out_dir, "segmenter", "report.json"), report)
     return report

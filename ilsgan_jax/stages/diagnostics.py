@@ -9,6 +9,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from ilsgan_jax.data import cub_split
 from ilsgan_jax.evaluate import inception
 from ilsgan_jax.evaluate import mine as mine_lib
 from ilsgan_jax.stages import atomic
@@ -65,6 +66,7 @@ def run_fid(config: ml_collections.ConfigDict, workdir: str, *, feature_extracto
         "data": config.data.name,
         "resolution": int(config.data.resolution),
         "split": config.data.train_split,
+        **cub_split.report_fields(config.data),
     }
     if jax.process_index() == 0:
         atomic.write_json(epath.Path(workdir) / "fid.json", report)

@@ -23,6 +23,7 @@ import optax
 from absl import logging
 from etils import epath
 
+from ilsgan_jax.data import cub_split
 from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import samples as sample_grids
 from ilsgan_jax.evaluate import seg_metrics
@@ -287,6 +288,7 @@ def score_encoder(
         "test": {name: float(value) for name, value in accumulator.result().items()},
         "all_foreground_iou": seg_metrics.all_foreground_baseline(test_masks),
         "encoder_seconds": time.time() - start,
+        **cub_split.report_fields(config.data),
     }
     if jax.process_index() == 0:
         _write_previews(config, workdir, encoder_variables, state, networks, test_images[:16],

@@ -15,6 +15,7 @@ from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from ilsgan_jax import compiler_options
+from ilsgan_jax.data import cub_split
 from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import pair_dataset, seg_metrics
 from ilsgan_jax.evaluate import samples as sample_grids
@@ -89,6 +90,7 @@ def train_and_score_segmenter(config: ml_collections.ConfigDict, workdir: str) -
         # all-foreground ones (coverage > 99%: the generator's layers have not separated).
         **seg_metrics.synthetic_mask_statistics(masks),
         "segmenter_seconds": time.time() - start,
+        **cub_split.report_fields(config.data),
     }
     write_previews(config, workdir, result.variables, test_images[:16], test_masks[:16])
     atomic.write_json(epath.Path(workdir) / "segmenter" / "report.json", report)
@@ -115,11 +117,12 @@ def write_previews(config, workdir, variables, images, masks) -> str:
 
 def evaluate_segmenter(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """`--mode=evaluate`: the saved segmenter scored on the real evaluation split; writes
-    `workdir/evaluation.json` and returns the metrics."""
+    `workdir/evaluation.json` (with `cub_split.report_fields`) and returns the metrics."""
     variables = load_segmenter(config, workdir)
     images, masks = load_eval_split(config)
     metrics = segmenter_lib.score_segmenter(variables, images, masks, config.segmenter)
-    atomic.write_json(epath.Path(workdir) / "evaluation.json", metrics)
+    evaluation = {**metrics, **cub_split.report_fields(config.data)}
+    atomic.write_json(epath.Path(workdir) / "evaluation.json", evaluation)
     logging.info("Evaluation: %s", metrics)
     return metrics
 

@@ -3,8 +3,9 @@ and on demand (`--mode=fid`, `stages.diagnostics.run_fid`: fid50k_full and KID),
 `generator_metrics`.
 
 Real statistics of the whole training split are computed once and cached per (data set,
-resolution, split). Needs the converted Inception weights; without them the training evaluator
-logs the command that creates them once and returns None (training goes on).
+resolution, split), CUB on DRC's split as 'cub_drc'. Needs the converted Inception weights;
+without them the training evaluator logs the command that creates them once and returns None
+(training goes on).
 """
 
 import functools
@@ -12,7 +13,7 @@ import functools
 import jax
 from absl import logging
 
-from ilsgan_jax.data import input_pipeline
+from ilsgan_jax.data import cub_split, input_pipeline
 from ilsgan_jax.evaluate import fid as fid_lib
 from ilsgan_jax.evaluate import inception, inception_features
 from ilsgan_jax.train.builders import latent_shape_for
@@ -73,7 +74,11 @@ def generator_metrics(
         inception_params,
         num_images,
         batch_size=config.eval.batch_size,
-        cache_key=(config.data.name, config.data.resolution, config.data.train_split),
+        cache_key=(
+            cub_split.statistics_name(config.data),
+            config.data.resolution,
+            config.data.train_split,
+        ),
         with_kid=with_kid,
         kid_subsets=config.eval.kid_subsets,
         kid_subset_size=config.eval.kid_subset_size,
