@@ -79,7 +79,9 @@ def make_config(
     config.data = default_data_config()
     config.data.name = dataset
     config.data.resolution = resolution
-    config.data.mirror = True  # x-flips of the real images (the reference's --mirror)
+    # No x-flips of the real images: the official training commands do not pass --mirror, whose
+    # default (StyleGAN2-ADA's) is off. The flag stays for data sets that want it.
+    config.data.mirror = False
 
     # --- Networks -----------------------------------------------------------------------------
     config.model = ml_collections.ConfigDict()
@@ -161,7 +163,9 @@ def make_config(
     config.train.sample_every_steps = 1000  # image grids (TensorBoard + PNG in the workdir)
     config.train.checkpoint_every_steps = 1000  # asynchronous checkpoints
     config.train.keep_checkpoints = 3  # keep the last K checkpoints (plus the best-FID one)
-    config.train.eval_every_steps = 10_000  # fid10k_full (needs the Inception weights)
+    # fid10k_full and the best-FID checkpoint every this many kimg, whatever the batch size (the
+    # official loop: every 50 ticks of 4 kimg); 0 = off. Needs the Inception weights.
+    config.train.eval_every_kimg = 200.0
     config.train.num_sample_images = 16  # images per sample grid
     config.train.progress_bar = True  # console progress line for interactive runs
 
@@ -218,7 +222,7 @@ def make_config(
         config.train.log_every_steps = 50
         config.train.sample_every_steps = 500
         config.train.checkpoint_every_steps = 500
-        config.train.eval_every_steps = 0  # no FID on CPU
+        config.train.eval_every_kimg = 0.0  # no FID on CPU
         config.data.synthetic_train_size = 10_000
         config.data.synthetic_test_size = 500
         # Background noise at x0.25 (still band-limited texture): at x1 the narrow background

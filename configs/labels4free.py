@@ -59,12 +59,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.ema.kimg = -1.0  # 10 * batch / 32: beta = 0.5 ** (32 / 10000) per step (reference)
     config.ema.rampup = None  # the reference has no EMA ramp-up
     config.ada.mode = "noaug"  # the reference trains without --augment
+    config.data.mirror = True  # the reference's loader always applies RandomHorizontalFlip
 
     config.train.batch_size = 8  # reference: 2 per GPU x 4 GPUs
     config.train.total_kimg = 9.6  # 1200 iterations at batch 8 (reference FFHQ: --iter 1200)
     config.train.log_every_steps = 20  # scalars to TensorBoard / console
     config.train.sample_every_steps = 100  # --model_save_freq
     config.train.checkpoint_every_steps = 100  # asynchronous checkpoints
-    config.train.eval_every_steps = 0  # no FID: the generator is frozen
+    config.train.eval_every_kimg = 0.0  # no FID: the generator is frozen
     config.model.mbstd_group_size = 2  # D minibatch-std group (reference: min(4, 2 per GPU))
     return config

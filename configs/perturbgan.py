@@ -98,6 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.msize_weight = 2.0  # weight of the minimum-coverage loss (--mask_alpha)
     config.loss.bin_weight = 2.0  # weight of the binarisation loss (--binarization_alpha)
     config.loss.adversarial = loss_type  # 'ns_r1' (PerturbGAN-Re) or 'wgan_gp' (original)
+    config.data.mirror = False  # no x-flips: the original's loader has none
     config.loss.wgan_gp_weight = 10.0  # WGAN-GP lambda ('wgan_gp'; the drift weight 0.001 is
     # gan_losses.WGAN_DRIFT_WEIGHT, as `--real_penalty`); one D step per G step (n_critic 1)
 

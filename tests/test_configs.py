@@ -197,3 +197,45 @@ def test_configs_is_an_importable_package():
     for name in itertools.chain(CONFIG_MODULES, ["variants", "derived"]):
         module = importlib.import_module(f"configs.{name}")
         assert module.__name__ == f"configs.{name}"
+
+
+@pytest.mark.parametrize(
+    "name, mirror",
+    [
+        ("ilsgan", False),  # the official commands do not pass --mirror (default off)
+        ("perturbgan", False),  # perturbed-seg's loader has no flips
+        ("stylegan2", False),  # StyleGAN2-ADA's --mirror default
+        ("labels4free", True),  # its loader's RandomHorizontalFlip
+        ("independence_prior", True),  # its own choice
+    ],
+)
+def test_mirror_defaults(name, mirror):
+    assert CONFIG_MODULES[name].get_config().data.mirror is mirror
+    assert CONFIG_MODULES[name].get_config("runlocal").data.mirror is mirror
+
+
+def test_fid_cadence_is_200_kimg_at_any_batch_size():
+    from ilsgan_jax.train.loop import fid_every_steps
+
+    config = ilsgan.get_config("dataset=cub")
+    assert config.train.eval_every_kimg == 200
+    assert fid_every_steps(config) == 6250  # batch 32: 50 ticks of 4 kimg
+    config.train.batch_size = 64
+    assert fid_every_steps(config) == 3125
+    config.train.batch_size = 48
+    assert fid_every_steps(config) == 4167  # rounded up to a whole step
+    config.train.eval_every_kimg = 0
+    assert fid_every_steps(config) == 0
+    assert ilsgan.get_config("runlocal").train.eval_every_kimg == 0
+    assert labels4free.get_config().train.eval_every_kimg == 0
+    with pytest.raises(AttributeError):  # the old name is gone (a config flag names it)
+        ilsgan.get_config().train.eval_every_steps  # noqa: B018
+
+
+def test_cub_defaults_to_drc_split():
+    from ilsgan_jax.data import cub_split
+
+    data = ilsgan.get_config("dataset=cub").data
+    assert data.cub_split == "drc" and data.cub_images_file is None
+    assert data.cub_split_file == cub_split.SHIPPED_SPLIT_FILE
+    assert cub_split.read_split_file(data.cub_split_file)  # shipped with the package

@@ -56,7 +56,7 @@ def shrink(config, data_dir: str, num_steps: int):
     config.train.log_every_steps = num_steps
     config.train.checkpoint_every_steps = num_steps
     config.train.sample_every_steps = 0
-    config.train.eval_every_steps = 0
+    config.train.eval_every_kimg = 0.0
     config.train.progress_bar = False
     config.train.time_budget_minutes = 0.0
     config.train.num_sample_images = 4

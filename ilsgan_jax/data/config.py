@@ -40,8 +40,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     # 'cub' on 'drc': CUB's images.txt (`<image id> <class>/<name>.jpg`), which names the split
     # file's ids; None = the one tfds extracted under <data_dir>/downloads when it prepared CUB.
     config.cub_images_file = config_dict.placeholder(str)
-    # Random horizontal flips of the training images (StyleGAN2-ADA --mirror), probability 0.5.
-    config.mirror = True
+    # Random horizontal flips of the training images, probability 0.5 (StyleGAN2-ADA --mirror,
+    # off by default there too).
+    config.mirror = False
     # Shuffle buffer of the training stream, in examples (encoded records, so it is cheap).
     config.shuffle_buffer = 10_000
     # 'synthetic' only: number of images in the train and test splits, and the generator seed.

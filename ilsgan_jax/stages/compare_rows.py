@@ -187,7 +187,7 @@ SMOKE = Size(
         ("train.log_every_steps", _SMOKE_STEPS),
         ("train.sample_every_steps", _SMOKE_STEPS),
         ("train.checkpoint_every_steps", _SMOKE_STEPS),
-        ("train.eval_every_steps", 0),
+        ("train.eval_every_kimg", 0.0),
         ("train.progress_bar", False),
         ("train.num_sample_images", 4),
         ("data.synthetic_train_size", 200),

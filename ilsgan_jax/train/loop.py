@@ -50,6 +50,15 @@ def total_train_steps(config: ml_collections.ConfigDict) -> int:
     return math.ceil(config.train.total_kimg * 1000 / config.train.batch_size)
 
 
+def fid_every_steps(config: ml_collections.ConfigDict) -> int:
+    """Steps between FID evaluations (and best-FID checkpoints): `train.eval_every_kimg` at the
+    global batch size, rounded up to a whole step; 0 when FID is off."""
+    kimg = config.train.eval_every_kimg
+    if kimg <= 0:
+        return 0
+    return max(1, math.ceil(kimg * 1000 / config.train.batch_size))
+
+
 def check_real_batch(images: np.ndarray, config: ml_collections.ConfigDict, where: str) -> None:
     """Host-side check of a real batch (cheap NumPy; no device work): shape, dtype, range."""
     res = config.data.resolution
@@ -189,7 +198,7 @@ class _LoopHooks:
 
     def fid(self, state: TrainState, step: int) -> dict | None:
         """`{'fid': value}` on FID steps (when the Inception weights exist), else None."""
-        if self.evaluate_fid is None or step % self.config.train.eval_every_steps:
+        if self.evaluate_fid is None or step % fid_every_steps(self.config):
             return None
         fid = self.evaluate_fid(state)
         if fid is None:
@@ -222,7 +231,7 @@ def _initial_or_restored_state(trainer: Trainer, mesh, checkpointer) -> tuple[Tr
 def _make_hooks(trainer: Trainer, workdir, writer, checkpointer, total_steps, start_step):
     config = trainer.config
     evaluate_fid = None
-    if config.train.eval_every_steps:
+    if fid_every_steps(config):
         evaluate_fid = training_fid.make_fid_evaluator(config, trainer.networks)
     return _LoopHooks(
         config=config,

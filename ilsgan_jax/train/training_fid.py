@@ -1,4 +1,4 @@
-"""FID of the EMA generator: during training (`fid10k_full` at `config.train.eval_every_steps`)
+"""FID of the EMA generator: during training (`fid10k_full` every `config.train.eval_every_kimg`)
 and on demand (`--mode=fid`, `stages.diagnostics.run_fid`: fid50k_full and KID), both through
 `generator_metrics`.
 
