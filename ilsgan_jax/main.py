@@ -4,7 +4,9 @@ r"""Entry point: `python -m ilsgan_jax.main --mode=train --config=configs/ilsgan
 Modes: train, export, train_segmenter, segment, evaluate, fid (fid50k_full + KID of the EMA
 generator -> fid.json), mine (MINE region diagnostic -> mine_report.json), demo (train -> export ->
 train_segmenter -> score; what `make demo` runs), train_encoder (PerturbGAN: train and score the
-inversion encoder, configs/perturbgan.py). All logic lives in importable modules.
+inversion encoder, configs/perturbgan.py), layer_figure (--runs='ILS on=W1,ILS off=W2': the
+runs' composite / foreground / background / mask rows on the same latents -> one PNG at --output,
+default WORKDIR/layer_figure.png). All logic lives in importable modules.
 
 The workdir is a local folder or a URL (gs://bucket/run); it is checked for writing first.
 """
@@ -14,7 +16,7 @@ from ml_collections import config_flags
 
 MODES = (
     "train", "export", "train_segmenter", "segment", "evaluate", "fid", "mine", "demo",
-    "train_encoder",
+    "train_encoder", "layer_figure",
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,7 +38,12 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "or $ILSGAN_DISTRIBUTED) = only for a Slurm or Open MPI launch of several processes.",
 )
 _INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
-_OUTPUT = flags.DEFINE_string("output", None, "segment: folder for masks and previews.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "segment: folder for masks and previews; layer_figure: the PNG's path."
+)
+_RUNS = flags.DEFINE_list(
+    "runs", [], "layer_figure: label=workdir pairs, comma-separated, e.g. 'ILS on=W1,ILS off=W2'."
+)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "segment/export: replace existing outputs; train_encoder: retrain E."
 )
@@ -74,7 +81,7 @@ def main(argv):
     from ilsgan_jax.stages import modes
 
     modes.run_mode(mode, config, workdir, input_dir=_INPUT.value, output_dir=_OUTPUT.value,
-                   overwrite=_OVERWRITE.value)
+                   overwrite=_OVERWRITE.value, runs=_RUNS.value)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ import json
 
 import ml_collections
 from absl import logging
+from etils import epath
 
-from ilsgan_jax.stages import diagnostics, export, inversion, segmentation
+from ilsgan_jax.stages import diagnostics, export, inversion, layer_figure, segmentation
 from ilsgan_jax.stages.demo import run_demo
 
 
@@ -17,13 +18,16 @@ def run_mode(
     input_dir=None,
     output_dir=None,
     overwrite=False,
+    runs=None,
 ) -> None:
-    """Runs stage `mode` (export, train_segmenter, segment, evaluate, fid, mine, demo or
-    train_encoder) on `workdir`.
+    """Runs stage `mode` (export, train_segmenter, segment, evaluate, fid, mine, demo,
+    train_encoder or layer_figure) on `workdir`.
 
     Args:
-      input_dir, output_dir: `segment`'s folder of images and folder for the masks.
+      input_dir, output_dir: `segment`'s folder of images and folder for the masks;
+        `output_dir` is `layer_figure`'s PNG path (default `workdir/layer_figure.png`).
       overwrite: `export`/`segment`: replace existing outputs; `train_encoder`: retrain E.
+      runs: `layer_figure`'s `label=workdir` items (`layer_figure.parse_runs`).
     Raises ValueError for an unknown mode.
     """
     if mode == "export":
@@ -44,5 +48,9 @@ def run_mode(
     elif mode == "train_encoder":
         report = inversion.score_encoder(config, workdir, retrain=overwrite)
         logging.info("Encoder report: %s", json.dumps(report["test"], indent=1))
+    elif mode == "layer_figure":
+        output = output_dir or str(epath.Path(workdir) / "layer_figure.png")
+        layer_figure.write_layer_figure(config, layer_figure.parse_runs(runs or []), output)
+        logging.info("Layer figure: %s", output)
     else:
         raise ValueError(f"unknown mode {mode!r}")
