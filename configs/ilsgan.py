@@ -91,7 +91,9 @@ def make_config(
     config.model.channel_base = 16384  # width rule: min(channel_base / res, channel_max)
     config.model.channel_max = 256  # width cap (256 up to 64 px, 128 at 128 px)
     config.model.conv_clamp = 256.0  # activation clamp of G and D convs (reference: 256)
-    config.model.mbstd_group_size = 4  # D minibatch-std group (must divide the per-device batch)
+    # D minibatch-std group: must divide the per-device batch; 0 = the whole batch D sees per call
+    # (with a sharded batch, the global batch: the statistics are reduced across the devices).
+    config.model.mbstd_group_size = 4
     config.model.mbstd_num_channels = 1  # D minibatch-std features
     config.model.compute_dtype = "float32"  # G, D, estimator convs: float32 | bfloat16 (TPU/GPU)
     config.model.mask_logit_offset = 0.0  # m = sigmoid(logit + offset); 0 = the reference
@@ -157,6 +159,9 @@ def make_config(
     # --- Training loop ------------------------------------------------------------------------
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 32  # global batch (all devices, all processes)
+    # Order of the main phase: False = G main, then D main on fakes of the updated G (StyleGAN2);
+    # True = D main on fakes of the current G, then G main against the updated D (PerturbGAN).
+    config.train.d_step_first = False
     config.train.total_kimg = 8000.0  # training length in thousands of real images
     config.train.time_budget_minutes = 0.0  # stop (and save) after this wall time; 0 = no limit
     config.train.log_every_steps = 100  # scalars to TensorBoard / console

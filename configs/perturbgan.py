@@ -19,22 +19,53 @@ same workdir.
 Variants (comma-separated after the colon):
   dataset=synthetic|cub|dogs|cars|folder   res=64|128 (any power of two 16..256)
   loss=ns_r1    (default) StyleGAN2 non-saturating loss + lazy R1, ADA, StyleGAN2 Adam: the
-                "PerturbGAN-Re" re-implementation that ILSGAN's paper compares against.
+                "PerturbGAN-Re" re-implementation that ILSGAN's paper compares against, in
+                ILSGAN's (StyleGAN2-ADA's) loop: G step first, no random crops, minibatch-std
+                groups of 4. The three fields named under wgan_gp switch the original's on.
   loss=wgan_gp  the original objective of adambielski/perturbed-seg `train.py`: WGAN-GP
                 (lambda 10, two-sided penalty on real/fake interpolates), drift
                 0.001 * E[D(x_real)^2] (`gan_losses.WGAN_DRIFT_WEIGHT`), one D step per G step
-                (n_critic 1), and its optimiser: Adam lr 0.001 (0.0015 at 128 px and above, its
-                `--sched` table), betas (0, 0.99), eps 1e-8, no lazy-regularisation rescaling
-                (StyleGAN2 uses lr 0.0025 rescaled by 4/5 and 16/17); G EMA decay 0.999 per step
-                with no ramp-up; no ADA (the original has no augmentation). The lr follows
-                `--config.data.resolution` and the EMA half-life `--config.train.batch_size`.
+                (n_critic 1), and its optimiser: Adam lr 0.001 (0.0015 at 128 px, 0.002 at
+                256 px: its `--sched` table), betas (0, 0.99), eps 1e-8, no lazy-regularisation
+                rescaling (StyleGAN2 uses lr 0.0025 rescaled by 4/5 and 16/17); G EMA decay 0.999
+                per step with no ramp-up; no ADA (the original has no augmentation). The lr
+                follows `--config.data.resolution` and the EMA half-life
+                `--config.train.batch_size`. Also its training loop: the D step before the G step,
+                which then faces the updated D (`train.d_step_first`); random crops of the real
+                images, resized to int(1.125 R) and cut to R x R at a uniform offset
+                (`--org_to_crop 1.125` of its command; `data.random_crop_scale`); and the
+                minibatch-std statistic over the whole batch (`model.mbstd_group_size` 0).
   contrast=1    background contrast jitter of strength 0.3 (factor U[0.7, 1.3]), as the
                 official training command (`--bg_contrast_jitter 0.3`).
   runlocal      2-core-CPU sizes (32 px, narrow networks), as configs/ilsgan.py:runlocal.
 
-Not reproduced from the original (on purpose): its progressive-growing StyleGAN1 backbone (the
-layered StyleGAN2 of this framework is used), and style mixing (the original command passes
-`--mixing`, probability 0.9; add `--config.loss.style_mixing_prob=0.9` to match).
+Remaining deviations from the original (perturbed-seg `train.py`, `stylegan.py`, `data.py`),
+with loss=wgan_gp:
+  - Backbone: this framework's layered StyleGAN2 (modulated convs, skip G, residual D, both
+    generators fed the same z through their own mapping networks) instead of StyleGAN (v1)
+    (AdaIN, plain progressive G and D); all systems here share it, so they differ only in their
+    objectives.
+  - No progressive growing: training runs at the final resolution R from the first step. The
+    original starts at 8 px and adds a resolution every 1.2M images (600k fading in, 600k
+    stable) with batch 256/128/64/32 at 8/16/32/64+ px and the lr of each resolution; StyleGAN2's
+    skip G / residual D are its replacement, and one fixed resolution keeps one compiled step.
+  - Length: 8000 kimg at R (configs/ilsgan.py, as every system compared); the original stops
+    after the 1.2M images of its last resolution (4.8M images in all to 64 px, 6M to 128 px).
+  - Random crops: cut from the source's R x R image upsampled to int(1.125 R); the original
+    resizes the full image straight to 1.125 R (not keeping its aspect ratio). The sources yield
+    R x R (the synthetic set is stored at R; CUB / DRC keep ILSGAN's crops, the original reads
+    LSUN), so the reals are one resampling blurrier.
+  - Minibatch-std over the whole batch of each D call: under jit that is the global batch on any
+    number of devices (XLA reduces across them), which is what the original computes on one GPU;
+    under DataParallel on several GPUs it would take each GPU's share.
+  - Style mixing: off (the original command passes `--mixing`: probability 0.9, one decision per
+    iteration shared by its D and G steps, crossover drawn per generator); as ILSGAN, off for
+    every system compared; `--config.loss.style_mixing_prob=0.9` is the per-phase version.
+  - Segmenter: the official code ships no encoder; E (config.encoder) is ours, from the paper.
+  - Random streams (`jax.random`, tf.data stateless draws) and float32 XLA numerics: the same
+    distributions, different draws.
+With loss=ns_r1 and `--config.train.d_step_first=true`, lazy R1 (which the original does not
+have) still runs after the main phase, i.e. after the G step.
 
 Expected runtime and result: GAN training as configs/ilsgan.py (8000 kimg at 64 px: ~2-3 days on
 8 V100s in the reference implementation; `runlocal` ~16 min on a 2-core CPU); the encoder stage
@@ -63,7 +94,7 @@ VARIANTS = {
 # 0.0015 from 128 px on; the mapping network's lr is x0.01 (our mapping layers carry the same
 # x0.01 as an equalised-lr multiplier, which Adam's scale invariance makes equivalent).
 WGAN_LEARNING_RATE = 0.001
-WGAN_LEARNING_RATE_128 = 0.0015
+WGAN_LEARNING_RATES = {128: 0.0015, 256: 0.002}  # `--sched` from 128 px on (0.001 below)
 WGAN_BETAS = (0.0, 0.99)
 WGAN_EMA_DECAY = 0.999  # perturbed-seg `accumulate(g_running, generator)`: 0.999 per G step
 
@@ -76,8 +107,8 @@ def ema_kimg_for_decay(decay: float, batch_size: int) -> float:
 
 
 def wgan_learning_rate(resolution: int) -> float:
-    """The original's Adam lr at `resolution` (its `--sched` table)."""
-    return WGAN_LEARNING_RATE_128 if resolution >= 128 else WGAN_LEARNING_RATE
+    """The original's Adam lr at `resolution` px (its `--sched` table; 0.001 elsewhere)."""
+    return WGAN_LEARNING_RATES.get(resolution, WGAN_LEARNING_RATE)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -119,6 +150,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.ema.rampup = None  # the original EMA has no ramp-up
         config.ada.mode = "noaug"  # no augmentation in the original (and ADA's p controller
         # reads sign(D(real)), which means nothing for an unbounded WGAN critic)
+        # The original's loop: D step, then the G step against the updated D.
+        config.train.d_step_first = True
+        config.data.random_crop_scale = 1.125  # resize to int(1.125 R), random R x R crop
+        config.model.mbstd_group_size = 0  # minibatch-std over the whole batch (StyleGAN v1)
 
     # --- Encoder segmenter (the original paper's route; the official code has no encoder) ------
     config.encoder = ml_collections.ConfigDict()

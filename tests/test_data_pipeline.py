@@ -4,12 +4,14 @@ import itertools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ilsgan_jax.data import config as config_lib
-from ilsgan_jax.data import input_pipeline, sources
+from ilsgan_jax.data import input_pipeline, preprocess, sources
 
 TRAIN_SIZE, TEST_SIZE, RESOLUTION = 50, 13, 16
+CROP_SCALE, CROP_SIDE = 1.125, 18  # 16 px images resized to 18 px: 3 x 3 window offsets
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +97,12 @@ def test_each_epoch_is_a_reshuffled_pass_over_the_process_share(data_config, sto
     assert other_seed[:25] != first
 
 
+@pytest.mark.parametrize("crop_scale", [1.0, CROP_SCALE])
 @pytest.mark.parametrize("start_step", [1, 6, 13])
-def test_resumption_continues_the_stream(data_config, start_step):
+def test_resumption_continues_the_stream(data_config, start_step, crop_scale):
     data_config = data_config.copy_and_resolve_references()
     data_config.mirror = True
+    data_config.random_crop_scale = crop_scale
     kwargs = dict(global_batch_size=8, seed=11, process_index=1, process_count=2)
     reference = _train_steps(data_config, 16, **kwargs)
     resumed = _train_steps(data_config, 16 - start_step, start_step=start_step, **kwargs)
@@ -122,6 +126,70 @@ def test_mirror_flips_about_half_of_the_images(data_config, stored):
     is_flipped = np.array([key in flipped for key in _keys(images)])
     assert np.all(is_original | is_flipped)
     assert 0.3 < is_flipped.mean() < 0.7
+
+
+def _windows(image: np.ndarray, side: int) -> dict[bytes, tuple[int, int]]:
+    """Every R x R window of `image` (uint8 [R, R, 3]) resized to `side` x `side` by the
+    pipeline's resize: {window bytes: (top, left)}."""
+    resized = preprocess.to_uint8(
+        preprocess.crop_and_resize(tf.constant(image), (0, 0, RESOLUTION, RESOLUTION), side)
+    ).numpy()
+    offsets = itertools.product(range(side - RESOLUTION + 1), repeat=2)
+    return {
+        resized[top : top + RESOLUTION, left : left + RESOLUTION].tobytes(): (top, left)
+        for top, left in offsets
+    }
+
+
+def _with_crop(data_config, scale):
+    config = data_config.copy_and_resolve_references()
+    config.mirror = True
+    config.random_crop_scale = scale
+    return config
+
+
+def test_random_crop_is_a_window_of_the_resized_image(data_config):
+    """Each cropped example is one of the 9 windows of the image at the same place of the
+    uncropped stream (same shuffle and flips), resized to 18 px; the offsets vary."""
+    kwargs = dict(global_batch_size=8, seed=5, process_index=0, process_count=1)
+    uncropped = np.concatenate(_train_steps(_with_crop(data_config, 1.0), 4, **kwargs))
+    batches = _train_steps(_with_crop(data_config, CROP_SCALE), 4, **kwargs)
+    assert all(b.shape == (8, RESOLUTION, RESOLUTION, 3) for b in batches)
+    cropped = _to_uint8(np.concatenate(batches))
+    offsets = []
+    for image, source in zip(cropped, _to_uint8(uncropped), strict=True):
+        windows = _windows(source, CROP_SIDE)
+        assert image.tobytes() in windows
+        offsets.append(windows[image.tobytes()])
+    assert len(set(offsets)) >= 5, offsets  # 32 draws over 9 offsets
+    again = np.concatenate(_train_steps(_with_crop(data_config, CROP_SCALE), 4, **kwargs))
+    np.testing.assert_array_equal(again, np.concatenate(batches))  # a function of the seed
+    other_seed = _train_steps(_with_crop(data_config, CROP_SCALE), 4, **{**kwargs, "seed": 6})
+    assert not np.array_equal(np.concatenate(other_seed), np.concatenate(batches))
+
+
+def test_random_crop_side_truncates_and_below_one_more_pixel_is_off(data_config):
+    """int(scale * R) as the original: 1.05 * 16 = 16.8 -> 16, no crop, exactly scale 1's
+    stream (which the other tests here check image by image against the stored data)."""
+    assert input_pipeline.random_crop_side(_with_crop(data_config, CROP_SCALE)) == CROP_SIDE
+    assert input_pipeline.random_crop_side(_with_crop(data_config, 1.05)) == RESOLUTION
+    kwargs = dict(global_batch_size=4, seed=2, process_index=0, process_count=1)
+    np.testing.assert_array_equal(
+        np.concatenate(_train_steps(_with_crop(data_config, 1.0), 3, **kwargs)),
+        np.concatenate(_train_steps(_with_crop(data_config, 1.05), 3, **kwargs)),
+    )
+
+
+@pytest.mark.parametrize("scale", [0.9, 0.0, -1.125, float("nan"), float("inf")])
+def test_bad_random_crop_scale_raises_naming_the_field(data_config, scale):
+    with pytest.raises(ValueError, match=r"data\.random_crop_scale"):
+        input_pipeline.create_train_iterator(
+            _with_crop(data_config, scale),
+            global_batch_size=4,
+            seed=0,
+            process_index=0,
+            process_count=1,
+        )
 
 
 def _eval_pass(config, split, batch_size, process_index, process_count):

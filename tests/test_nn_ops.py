@@ -180,6 +180,23 @@ def test_minibatch_std_matches_numpy_formula():
         minibatch_std(jnp.asarray(x[:6]), group_size=4)
 
 
+def test_minibatch_std_group_zero_is_the_whole_batch_on_any_device_count():
+    """Group size 0: one statistic, `mean sqrt(var over all N + 1e-8)` over the features (the
+    original PerturbGAN's StyleGAN (v1) D); with the batch sharded over 8 devices under jit the
+    group is the global batch, as on one device."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    x = RNG.normal(size=(8, 4, 4, 6)).astype(np.float32)
+    got = np.asarray(minibatch_std(jnp.asarray(x), group_size=0))
+    np.testing.assert_allclose(got[..., 6], np.sqrt(x.var(axis=0) + 1e-8).mean(), rtol=1e-5)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    sharded = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
+    on_devices = jax.jit(lambda batch: minibatch_std(batch, group_size=0))(sharded)
+    np.testing.assert_allclose(np.asarray(on_devices), got, rtol=1e-6)
+    per_device = np.asarray(minibatch_std(jnp.asarray(x), group_size=1))[..., 6]
+    assert not np.allclose(per_device, got[..., 6])  # groups of one sample would read ~0
+
+
 def test_equalized_dense_runtime_scaling_and_init():
     layer = EqualizedDense(300, bias_init=0.5, lr_multiplier=0.01)
     x = jnp.asarray(RNG.normal(size=(2, 400)).astype(np.float32))

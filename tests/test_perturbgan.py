@@ -1,6 +1,7 @@
-"""configs/perturbgan.py: the values of the paper / official code, its optimisers, and a WGAN-GP
-train step on tiny sizes."""
+"""configs/perturbgan.py: the values of the paper / official code, its optimisers and training
+loop (D step first), and a WGAN-GP train step on tiny sizes."""
 
+import functools
 import math
 
 import jax
@@ -13,7 +14,7 @@ from configs.perturbgan import get_config
 from ilsgan_jax.data.synthetic_render import render_synthetic_objects
 from ilsgan_jax.objectives import gan_losses
 from ilsgan_jax.objectives.schedules import ema_beta
-from ilsgan_jax.train import builders
+from ilsgan_jax.train import builders, phases
 from ilsgan_jax.train.state import create_train_state
 from ilsgan_jax.train.step import PhasedTrainStep, make_trainer
 
@@ -41,12 +42,16 @@ def test_ns_r1_keeps_the_stylegan2_recipe():
     assert config.loss.g_reg_interval == 4 and config.loss.r1_interval == 16
     assert config.ada.mode != "noaug"
     assert config.ema.rampup == 0.05
+    # ILSGAN's loop: G step first, no random crops, minibatch-std groups of 4.
+    assert not config.train.d_step_first
+    assert config.data.random_crop_scale == 1.0 and config.model.mbstd_group_size == 4
 
 
 def test_wgan_gp_uses_the_original_optimiser_and_ema():
     config = get_config("loss=wgan_gp,res=64")
     assert config.optim.learning_rate == 0.001
     assert get_config("loss=wgan_gp,res=128").optim.learning_rate == 0.0015  # its --sched
+    assert get_config("loss=wgan_gp,res=256").optim.learning_rate == 0.002
     assert (config.optim.beta1, config.optim.beta2) == (0.0, 0.99)
     assert config.loss.g_reg_interval is None
     assert config.ada.mode == "noaug"
@@ -61,6 +66,17 @@ def test_wgan_gp_uses_the_original_optimiser_and_ema():
             ema_rampup=config.ema.rampup,
         )
         np.testing.assert_allclose(float(beta), 0.999, rtol=1e-6)
+
+
+def test_wgan_gp_uses_the_original_training_loop():
+    """perturbed-seg train.py: D step, then G step; `--org_to_crop 1.125`; stylegan.py's
+    minibatch-std over the whole batch."""
+    config = get_config("loss=wgan_gp,res=64")
+    assert config.train.d_step_first
+    assert config.data.random_crop_scale == 1.125
+    assert config.model.mbstd_group_size == 0
+    builders.validate_config(config, 1)
+    builders.validate_config(config, 8)  # group 0 spans the devices: no divisibility to check
 
 
 def test_variants_pass_through_and_bad_variants_fail():
@@ -95,6 +111,50 @@ def test_built_optimisers_step_sizes(loss, g_lr, d_lr):
     for optimizer, lr in ((optimizers.generator, g_lr), (optimizers.discriminator, d_lr)):
         update = np.asarray(_first_adam_update(optimizer, params, grads)["w"])
         np.testing.assert_allclose(update, lr * expected, rtol=1e-5)
+
+
+def _tiny_state_and_reals(config, batch):
+    trainer = make_trainer(config)
+    state = jax.jit(
+        lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
+    )(jax.random.key(0))
+    rendered = render_synthetic_objects(np.random.default_rng(0), batch, 16)["image"]
+    return trainer, state, rendered.astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.mark.slow  # compiles the main phase and its phases by hand (~2 min on 2 cores)
+def test_d_step_first_runs_g_main_against_the_updated_d(tiny_config):
+    """With train.d_step_first the main phase is the D phase (fakes of the current G) followed
+    by G main against the updated D, run by hand with the same keys. G main against the old D
+    gives other scores, so a main phase that kept G first fails here."""
+    config = tiny_config(
+        "perturbgan", "runlocal,res=16", {"train.batch_size": 4, "train.d_step_first": True}
+    )
+    trainer, state, reals = _tiny_state_and_reals(config, 4)
+
+    @jax.jit
+    def by_hand(state, reals):
+        g_keys, d_keys = phases.phase_keys(state)
+        after_d, _, d_metrics = phases.d_phase(trainer, state, reals, d_keys)
+        after_g, g_metrics = phases.g_phase(trainer, after_d, g_keys)
+        _, g_against_old_d = phases.g_main(trainer, state, g_keys)
+        return after_g, d_metrics, g_metrics, g_against_old_d
+
+    after_g, d_metrics, g_metrics, g_against_old_d = jax.device_get(by_hand(state, reals))
+    new_state, metrics = jax.device_get(
+        jax.jit(functools.partial(phases.main_phase, trainer))(state, reals)
+    )
+    for name in ("scores/fake_g", "g/total", "d/loss", "scores/fake", "scores/real"):
+        expected = {**g_metrics, **d_metrics}[name]
+        np.testing.assert_allclose(metrics[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    moved = abs(g_metrics["scores/fake_g"] - g_against_old_d["scores/fake_g"])
+    assert moved > 1e-3, moved  # D's update is visible to G
+    for got, want in zip(
+        jax.tree.leaves((new_state.g_params, new_state.d_params)),
+        jax.tree.leaves((after_g.g_params, after_g.d_params)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow  # compiles a WGAN-GP train step (~2-3 min on 2 cores)

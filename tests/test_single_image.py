@@ -141,6 +141,13 @@ def test_bad_crop_fraction_raises(image_file, fraction):
         make(data_config(image_file, crop_fraction=fraction))
 
 
+def test_the_pipeline_random_crop_is_refused(image_file):
+    """data.random_crop_scale belongs to the file pipeline; this source crops by crop_fraction."""
+    make(data_config(image_file, random_crop_scale=1.0))
+    with pytest.raises(ValueError, match="data.random_crop_scale"):
+        make(data_config(image_file, random_crop_scale=1.125))
+
+
 # ---------------------------------------------------------------------------- built-in pictures
 
 

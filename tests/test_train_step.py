@@ -386,6 +386,7 @@ def test_validate_config_accepts_the_test_configs(compile_events):
         ("config.train.batch_size", dict(batch=0), 1),
         ("config.model.mbstd_group_size", dict(group=4), 8),  # per-device batch 2 < 4
         ("config.model.mbstd_group_size", dict(group=3, batch=64), 8),  # 3 does not divide 8
+        ("config.model.mbstd_group_size", dict(group=-1), 1),  # 0 is the whole batch
         ("config.loss.background_min_size", dict(background="yes"), 1),
     ],
 )

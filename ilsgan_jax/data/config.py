@@ -43,6 +43,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     # Random horizontal flips of the training images, probability 0.5 (StyleGAN2-ADA --mirror,
     # off by default there too).
     config.mirror = False
+    # Random crops of the training images (PerturbGAN's --org_to_crop), a float >= 1: each image
+    # as its source yields it (R x R) is resized to int(scale * R) and an R x R window at a
+    # uniform offset (0..int(scale * R) - R per axis) is cut out, per example and epoch.
+    # 1.0 = off. Training split only; 'single_image' makes its own crops and requires 1.0.
+    config.random_crop_scale = 1.0
     # Shuffle buffer of the training stream, in examples (encoded records, so it is cheap).
     config.shuffle_buffer = 10_000
     # 'synthetic' only: number of images in the train and test splits, and the generator seed.

@@ -2,18 +2,21 @@
 
 Training: this process's share of the split (tfds.even_splits or the same contiguous slices) ->
 per-epoch seeded shuffle of encoded records -> repeat -> skip to the resume point -> decode, crop,
-resize (antialiased) -> random x-flip -> batch (drop_remainder) -> [-1, 1] float32 -> prefetch.
+resize (antialiased) -> random x-flip -> random crop (`data.random_crop_scale` > 1: the R x R
+image resized to int(scale * R), then a uniformly placed R x R window) -> batch (drop_remainder)
+-> [-1, 1] float32 -> prefetch.
 
 Resumption reseeds per epoch and skips within the epoch: epoch e is shuffled with a seed derived
-from (seed, e) and every example's flip is a stateless function of (seed, e, position), so the
-stream from `start_step` is exactly the tail of the stream from step 0. Resuming costs reading
-(not decoding) at most one epoch of records (decoding too for CUB, whose tfds records are decoded
-before the shuffle; see sources.SourceSplit.decode_before_shuffle).
+from (seed, e) and every example's flip and crop offsets are stateless functions of (seed, e,
+position), so the stream from `start_step` is exactly the tail of the stream from step 0.
+Resuming costs reading (not decoding) at most one epoch of records (decoding too for CUB, whose
+tfds records are decoded before the shuffle; see sources.SourceSplit.decode_before_shuffle).
 
 Evaluation: fixed order, once through, the last batch padded with zeros and `valid = False`;
 every process yields the same number of batches (ceil of the largest share / batch size).
 """
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,6 +26,7 @@ from ilsgan_jax.data import preprocess, sources
 from ilsgan_jax.data.sources import prepare_synthetic  # noqa: F401  (public entry point)
 
 _SEED_MODULUS = 2**31 - 1
+_CROP_STREAM = 1  # folded into an example's flip seed to key its crop offsets
 
 
 def _process_index_and_count(process_index: int | None, process_count: int | None):
@@ -42,6 +46,16 @@ def _epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """A shuffle seed per (seed, epoch): a stateless hash of the pair, int64 tensor."""
     key = tf.stack([tf.constant(seed % _SEED_MODULUS, tf.int64), tf.cast(epoch, tf.int64)])
     return tf.random.stateless_uniform([], seed=key, minval=0, maxval=_SEED_MODULUS, dtype=tf.int64)
+
+
+def random_crop_side(data_config) -> int:
+    """`int(data.random_crop_scale * data.resolution)`, the side the training images are resized
+    to before their random R x R crop (R itself: no crop). ValueError naming the field for a
+    scale below 1 or not finite."""
+    scale = float(data_config.random_crop_scale)
+    if not math.isfinite(scale) or scale < 1.0:
+        raise ValueError(f"data.random_crop_scale must be a finite number >= 1, got {scale}")
+    return preprocess.random_crop_side(scale, int(data_config.resolution))
 
 
 def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -65,7 +79,7 @@ def create_train_iterator(
     Args:
       data_config: the `config.data` ConfigDict (see config.py).
       global_batch_size: images per step over all processes; must divide by process_count.
-      seed: shuffle and flip seed (the same on every process; shares are disjoint anyway).
+      seed: shuffle, flip and crop seed (the same on every process; shares are disjoint anyway).
       start_step: the step training resumes at; the stream continues where step 0's would be.
       process_index, process_count: default to jax.process_index() / jax.process_count().
 
@@ -80,6 +94,7 @@ def create_train_iterator(
         )
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
+    crop_side, resolution = random_crop_side(data_config), int(data_config.resolution)
     local_batch_size = global_batch_size // process_count
     source = sources.source_split(
         data_config, data_config.train_split, process_index, process_count
@@ -113,12 +128,15 @@ def create_train_iterator(
 
     def decode(epoch, position, record):
         image = decode_record(record)
+        example_seed = tf.stack(
+            [tf.constant(seed % _SEED_MODULUS, tf.int64), epoch * num_records + position]
+        )
         if mirror:
-            flip_seed = tf.stack(
-                [tf.constant(seed % _SEED_MODULUS, tf.int64), epoch * num_records + position]
-            )
-            flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+            flip = tf.random.stateless_uniform([], seed=example_seed) < 0.5
             image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        if crop_side > resolution:
+            crop_seed = tf.random.experimental.stateless_fold_in(example_seed, _CROP_STREAM)
+            image = preprocess.resize_and_random_crop(image, crop_side, resolution, crop_seed)
         return image
 
     dataset = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)

@@ -69,6 +69,28 @@ def crop_and_resize(image: tf.Tensor, box: tuple[tf.Tensor, ...], resolution: in
     return tf.clip_by_value(resized, 0.0, 255.0)
 
 
+def random_crop_side(scale: float, resolution: int) -> int:
+    """Side `int(scale * R)` of the square that a random training crop of side R is cut from
+    (PerturbGAN's `--org_to_crop`, which truncates the same way); R when `scale` is 1."""
+    return int(scale * resolution)
+
+
+def resize_and_random_crop(
+    image: tf.Tensor, side: int, resolution: int, seed: tf.Tensor
+) -> tf.Tensor:
+    """Resizes `image` [H, W, C] uint8 to [side, side, C] (`crop_and_resize` of the whole image)
+    and cuts out the R x R window at offsets (top, left) drawn uniformly from 0..side - R each,
+    as a stateless function of `seed` ([2] int). Returns uint8 [R, R, C] (rounded)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    resized = crop_and_resize(image, (0, 0, height, width), side)
+    top, left = tf.unstack(
+        tf.random.stateless_uniform(
+            [2], seed=seed, minval=0, maxval=side - resolution + 1, dtype=tf.int32
+        )
+    )
+    return to_uint8(resized[top : top + resolution, left : left + resolution])
+
+
 def to_uint8(image: tf.Tensor) -> tf.Tensor:
     """float32 in [0, 255] -> uint8 (rounded)."""
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)

@@ -15,7 +15,7 @@ The picture is a file (`data.image_path`) or a built-in scene with known per-obj
 the stream's crops together with every object's mask cropped the same way, for scoring.
 
 Config fields read (config.data): image_path, builtin_image, crop_fraction, resolution, mirror,
-prefetch, num_parallel_calls.
+prefetch, num_parallel_calls; random_crop_scale, when present, must be 1 (the pipeline's crops).
 """
 
 import os
@@ -214,6 +214,11 @@ def create_single_image_iterator(
     if resolution < 1:
         raise ValueError(f"data.resolution must be positive, got {resolution}")
     crop_fraction = check_crop_fraction(data_config.crop_fraction)
+    if data_config.get("random_crop_scale", 1.0) != 1.0:
+        raise ValueError(
+            "data.random_crop_scale must be 1.0 for data.name='single_image' (its crops are set "
+            f"by data.crop_fraction), got {data_config.random_crop_scale}"
+        )
     image = tf.constant(source_image(data_config))
     local_batch_size = global_batch_size // process_count
     mirror = bool(data_config.mirror)

@@ -74,7 +74,7 @@ class DiscriminatorEpilogue(nn.Module):
     """4x4: minibatch-std (float32 statistics), 3x3 conv, FC, FC to one float32 logit."""
 
     channels: int  # feature channels at 4x4
-    mbstd_group_size: int = 4  # samples per minibatch-std group (contiguous, see minibatch_std)
+    mbstd_group_size: int = 4  # samples per minibatch-std group (contiguous); 0 = whole batch
     mbstd_num_channels: int = 1  # number of std features
     conv_clamp: float | None = None  # activation clamp
     compute_dtype: str = "float32"  # dtype of the conv and the dense layers' operands
@@ -105,7 +105,7 @@ class Discriminator(nn.Module):
     channel_base: int = 16384  # width rule numerator
     channel_max: int = 256  # width cap
     conv_clamp: float | None = 256.0  # activation clamp (reference: 256)
-    mbstd_group_size: int = 4  # minibatch-std group size
+    mbstd_group_size: int = 4  # minibatch-std group size; 0 = the whole batch (see minibatch_std)
     mbstd_num_channels: int = 1  # minibatch-std features
     resample_filter: Sequence[float] = (1, 3, 3, 1)  # FIR taps
     compute_dtype: str = "float32"  # convs and matmuls in 'float32' or 'bfloat16' (nn.precision)

@@ -204,6 +204,10 @@ def minibatch_std(x: jnp.ndarray, group_size: int, num_channels: int = 1) -> jnp
     `i, i + N/G, ...`). Contiguous groups never straddle a device's slice of a batch sharded on
     its leading axis, so the result is the same on any number of devices as long as the
     per-device batch is a multiple of `group_size` (checked by the training config).
+    `group_size` 0 (or >= N) makes one group of all N samples, StyleGAN (v1) / ProGAN's
+    whole-batch statistic; under `jax.jit` N is the global batch, so with a sharded batch the
+    group spans the devices (XLA reduces across them) and the result still does not depend on
+    their number.
 
     The statistics are computed in float32 whatever `x`'s dtype; the features keep `x`'s dtype.
     """

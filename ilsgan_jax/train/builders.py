@@ -85,6 +85,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             "devices"
         )
     group = config.model.mbstd_group_size
+    if group < 0:
+        raise ValueError(
+            f"config.model.mbstd_group_size must be >= 0 (0 = the whole batch), got {group}"
+        )
     per_device = batch // num_devices
     if group and per_device % min(group, per_device):
         raise ValueError(

@@ -3,7 +3,9 @@
 G main (adversarial loss + the system's terms), D main (adversarial loss, optional WGAN-GP), the
 optional estimator phase (a learned ILS conditional), EMA of G and ADA statistics, and lazy R1
 (a separate phase, run every `r1_interval` iterations). Phase order, keys and schedules follow
-StyleGAN2-ADA / ILSGAN's training loop: each phase draws its own z and perturbation;
+StyleGAN2-ADA / ILSGAN's training loop: each phase draws its own z and perturbation; with
+`train.d_step_first` D main runs first, on fakes of the current G, and G main then faces the
+updated D (PerturbGAN's loop); the estimator phase, EMA and R1 follow both in either order;
 `cur_nimg` (images seen before this step) drives the ILS and EMA schedules; ADA's p is adjusted
 when `(step + 1) % interval == 0` from the signs of D(real) in D main and R1.
 
@@ -40,6 +42,7 @@ class StepSettings:
     latent_shape: tuple[int, ...]
     num_ws: int
     adversarial: str  # 'ns_r1' | 'wgan_gp'
+    d_step_first: bool  # D main before G main (else G main first)
     r1_gamma: float
     r1_interval: int
     wgan_gp_weight: float
@@ -56,6 +59,7 @@ class StepSettings:
             latent_shape=tuple(system.latent_shape(config, batch)),
             num_ws=num_ws(config.data.resolution),
             adversarial=config.loss.adversarial,
+            d_step_first=bool(config.train.d_step_first),
             r1_gamma=r1_gamma(config),
             r1_interval=int(config.loss.r1_interval),
             wgan_gp_weight=float(config.loss.wgan_gp_weight),
@@ -272,20 +276,46 @@ def ema_and_counters(trainer: Trainer, before: TrainState, after: TrainState, fi
     return state, {"ada/p": ada.p, "ema/beta": beta}
 
 
-def main_phase(trainer: Trainer, state: TrainState, real_images) -> tuple[TrainState, Metrics]:
-    """G main, D main (fakes from the updated G), the estimator phase, EMA, ADA, counters."""
+def g_phase(trainer: Trainer, state: TrainState, keys) -> tuple[TrainState, Metrics]:
+    """G main against `state`'s D: the state with G's parameters, buffers and Adam updated.
+    `keys`: (z, augmentation, loss) keys."""
+    g_update, metrics = g_main(trainer, state, keys)
+    return state.replace(**g_update), metrics
+
+
+def d_phase(trainer: Trainer, state: TrainState, real_images, keys):
+    """Fakes of `state`'s G (detached), then D main: (state with D, its Adam, G's buffers and
+    the ADA statistics updated, the fakes' layers, metrics). `keys`: (z, fake augmentation,
+    real augmentation, gradient-penalty) keys."""
+    d_key, fake_key, real_key, gp_key = keys
+    layers, perturbed, g_buffers = generate(trainer, state.g_params, state.g_buffers, d_key)
+    state = state.replace(g_buffers=g_buffers)
+    fake_images = jax.lax.stop_gradient(perturbed["composite"])
+    d_update, metrics = d_main(
+        trainer, state, fake_images, real_images, (fake_key, real_key, gp_key)
+    )
+    return state.replace(**d_update), layers, metrics
+
+
+def phase_keys(state: TrainState) -> tuple[tuple, tuple]:
+    """The keys of G main (z, augmentation, loss) and of the D phase (z, fake and real
+    augmentation, gradient penalty) at `state.step`, whatever their order."""
     keys = jax.random.split(jax.random.fold_in(state.key, state.step), NUM_PHASE_KEYS)
     g_key, g_aug_key, loss_key, d_key, d_aug_fake, d_aug_real, _r1_key, gp_key = keys
-    g_update, g_metrics = g_main(trainer, state, (g_key, g_aug_key, loss_key))
-    after = state.replace(**g_update)
-    # The fakes come from the updated G (the reference runs the phases in sequence).
-    d_layers, d_perturbed, g_buffers = generate(trainer, after.g_params, after.g_buffers, d_key)
-    after = after.replace(g_buffers=g_buffers)
-    fake_images = jax.lax.stop_gradient(d_perturbed["composite"])
-    d_update, d_metrics = d_main(
-        trainer, after, fake_images, real_images, (d_aug_fake, d_aug_real, gp_key)
-    )
-    after = after.replace(**d_update)
+    return (g_key, g_aug_key, loss_key), (d_key, d_aug_fake, d_aug_real, gp_key)
+
+
+def main_phase(trainer: Trainer, state: TrainState, real_images) -> tuple[TrainState, Metrics]:
+    """G main then D main on fakes of the updated G (or, with `settings.d_step_first`, D main on
+    fakes of the current G then G main against the updated D: each phase sees the other's
+    update, as the reference runs them in sequence), the estimator phase, EMA, ADA, counters."""
+    g_keys, d_keys = phase_keys(state)
+    if trainer.settings.d_step_first:
+        after, d_layers, d_metrics = d_phase(trainer, state, real_images, d_keys)
+        after, g_metrics = g_phase(trainer, after, g_keys)
+    else:
+        after, g_metrics = g_phase(trainer, state, g_keys)
+        after, d_layers, d_metrics = d_phase(trainer, after, real_images, d_keys)
     metrics = {**g_metrics, **d_metrics}
     if trainer.has_estimator_phase:
         e_update, e_metrics = estimator_phase(trainer, after, d_layers)

@@ -1,12 +1,14 @@
 """The compiled train step: the phases of `train/phases.py` over a `Mesh(('data',))`.
 
 `make_trainer(config)` reads the system once (`config.system`) and builds its networks and
-optimisers; `PhasedTrainStep(trainer, mesh)` compiles two functions, the main phase (G main,
-D main, estimator, EMA, ADA) and lazy R1, with the state replicated and donated and the batch
-sharded on 'data', and runs R1 after the main phase on iterations with `step % r1_interval == 0`,
-dispatched on the host's step counter (no device sync). XLA inserts the cross-device reductions
-(batch means, the ILS permutation's gather); minibatch-std groups are contiguous runs of
-samples that never straddle a device (see `minibatch_std`).
+optimisers; `PhasedTrainStep(trainer, mesh)` compiles two functions, the main phase (G main and
+D main in the order of `train.d_step_first`, estimator, EMA, ADA) and lazy R1, with the state
+replicated and donated and the batch sharded on 'data', and runs R1 after the main phase on
+iterations with `step % r1_interval == 0`, dispatched on the host's step counter (no device
+sync). XLA inserts the cross-device reductions (batch means, the ILS permutation's gather);
+minibatch-std groups are contiguous runs of samples that never straddle a device (see
+`minibatch_std`), except group size 0, the whole batch, whose statistics XLA reduces across the
+devices.
 
 `main` adjusts ADA's p when `(step + 1) % ada.interval == 0`, which on an R1 iteration (step = 0
 mod 16) only happens for `ada.interval == 1`; otherwise counting R1's signs after `main`'s ADA
