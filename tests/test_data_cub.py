@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from configs import ilsgan
 from ilsgan_jax.data import config as config_lib
-from ilsgan_jax.data import cub_split, input_pipeline, preprocess
+from ilsgan_jax.data import cub_split, input_pipeline, preprocess, sources
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
 from ilsgan_jax.stages import segmentation
 
@@ -241,7 +241,10 @@ def test_drc_split_reads_images_txt_from_the_tfds_download(tmp_path):
     with tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset):
         assert input_pipeline.num_examples(config, "train") == 1  # b.jpg
         assert input_pipeline.num_examples(config, "test") == 0
-    with pytest.raises(ValueError, match=r"cub_images_file=PATH.*cub_split=tfds"):
+    with (
+        tfds.testing.mock_data(as_dataset_fn=_controlled_as_dataset),
+        pytest.raises(ValueError, match=r"cub_images_file=PATH.*cub_split=tfds"),
+    ):
         input_pipeline.num_examples(_cub_config(tmp_path / "elsewhere"), "test")
 
 
@@ -320,3 +323,34 @@ def test_tfds_split_warns_and_its_reports_say_so(tmp_path, caplog, monkeypatch):
     assert cub_split.report_fields(config.data) == {"cub_split": "drc"}
     config.data.name = "synthetic"
     assert cub_split.report_fields(config.data) == {}
+
+
+class _FakeBuilder:
+    """A tfds builder stand-in: records prepare calls; `missing` = the module its preparation
+    would fail to import."""
+
+    data_dir = "/data/caltech_birds2011"
+
+    def __init__(self, prepared: bool, missing: str | None = None):
+        self.prepared, self.missing, self.prepare_calls = prepared, missing, 0
+
+    def is_prepared(self) -> bool:
+        return self.prepared
+
+    def download_and_prepare(self) -> None:
+        self.prepare_calls += 1
+        if self.missing:
+            raise ModuleNotFoundError(f"No module named {self.missing!r}")
+
+
+def test_cub_is_prepared_on_first_use_only():
+    fresh, ready = _FakeBuilder(prepared=False), _FakeBuilder(prepared=True)
+    sources.prepare_cub(fresh)
+    sources.prepare_cub(ready)
+    assert (fresh.prepare_calls, ready.prepare_calls) == (1, 0)
+
+
+def test_preparing_cub_without_opencv_says_what_to_install():
+    builder = _FakeBuilder(prepared=False, missing="cv2")
+    with pytest.raises(RuntimeError, match=r"/data/caltech_birds2011.*'cv2'.*\.\[cub\]"):
+        sources.prepare_cub(builder)

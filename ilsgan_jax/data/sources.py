@@ -221,9 +221,26 @@ def _cub_decoder(is_train: bool, resolution: int):
     return decode
 
 
+def prepare_cub(builder) -> None:
+    """Downloads and prepares tfds's `caltech_birds2011` (1.2 GB) into the builder's data dir on
+    first use. tfds decodes CUB's masks with OpenCV: without it, a RuntimeError says what to
+    install (the download stays in tfds's cache for the next try)."""
+    if builder.is_prepared():
+        return
+    logging.info("CUB: downloading and preparing caltech_birds2011 into %s", builder.data_dir)
+    try:
+        builder.download_and_prepare()
+    except ImportError as error:
+        raise RuntimeError(
+            f"preparing CUB in {builder.data_dir} failed on a missing module ({error}); tfds "
+            "needs OpenCV for CUB's masks: pip install -e '.[cub]'"
+        ) from error
+
+
 def _cub_split(data_config, split, process_index, process_count) -> SourceSplit:
     resolution = check_resolution(data_config)
     builder = tfds.builder("caltech_birds2011", data_dir=data_dir_of(data_config))
+    prepare_cub(builder)
     records, count, total = _cub_records(builder, data_config, split, process_index, process_count)
     decode = _cub_decoder(split == "train", resolution)
     return SourceSplit(records, count, total, True, decode, decode_before_shuffle=True)
