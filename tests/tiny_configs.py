@@ -10,6 +10,8 @@ from typing import Any
 
 import ml_collections
 
+from ilsgan_jax.stages.compare_rows import set_field
+
 RESOLUTION = 16
 
 # Module arguments of the tiny generator (LayeredGenerator, Synthesis, ...): 16 channels at 4 and
@@ -29,16 +31,10 @@ TINY_NETWORK_FIELDS = {
 def set_fields(
     config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
 ) -> ml_collections.ConfigDict:
-    """Sets `{'a.b.c': value}` fields in place (a typo raises, as the config is locked or the
-    field is missing); returns `config`."""
+    """Sets `{'a.b.c': value}` fields in place with `compare_rows.set_field` (a missing field
+    raises KeyError naming it); returns `config`."""
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        if leaf not in node:
-            raise KeyError(f"config has no field {dotted!r}")
-        node[leaf] = value
+        set_field(config, dotted, value)
     return config
 
 
