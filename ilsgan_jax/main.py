@@ -6,7 +6,9 @@ generator -> fid.json), mine (MINE region diagnostic -> mine_report.json), demo 
 train_segmenter -> score; what `make demo` runs), train_encoder (PerturbGAN: train and score the
 inversion encoder, configs/perturbgan.py), layer_figure (--runs='ILS on=W1,ILS off=W2': the
 runs' composite / foreground / background / mask rows on the same latents -> one PNG at --output,
-default WORKDIR/layer_figure.png). All logic lives in importable modules.
+default WORKDIR/layer_figure.png), ils_gradients (--runs as for layer_figure: how much of each run's
+generator gradient the ILS term carries -> JSON at --output, default WORKDIR/ils_gradients.json).
+All logic lives in importable modules.
 
 The workdir is a local folder or a URL (gs://bucket/run); it is checked for writing first.
 """
@@ -16,7 +18,7 @@ from ml_collections import config_flags
 
 MODES = (
     "train", "export", "train_segmenter", "segment", "evaluate", "fid", "mine", "demo",
-    "train_encoder", "layer_figure",
+    "train_encoder", "layer_figure", "ils_gradients",
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,10 +41,11 @@ _DISTRIBUTED = flags.DEFINE_enum(
 )
 _INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "segment: folder for masks and previews; layer_figure: the PNG's path."
+    "output", None, "segment: folder for masks and previews; layer_figure: the PNG's path; ils_gradients: the "
+    "JSON's path."
 )
 _RUNS = flags.DEFINE_list(
-    "runs", [], "layer_figure: label=workdir pairs, comma-separated, e.g. 'ILS on=W1,ILS off=W2'."
+    "runs", [], "layer_figure, ils_gradients: label=workdir pairs, comma-separated, e.g. 'ILS on=W1,ILS off=W2'."
 )
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "segment/export: replace existing outputs; train_encoder: retrain E."

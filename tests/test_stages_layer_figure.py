@@ -2,6 +2,7 @@
 ILS off, in process: the figure's size is blocks x rows x columns x resolution; the ILS-on block
 equals the rows recomputed here from the trained state and the seed; the blocks of the two runs
 differ; a run without checkpoints fails naming the path. The ablation table of fixture reports.
+`--mode=ils_gradients` on the same two runs.
 """
 
 import json
@@ -255,3 +256,25 @@ def test_ablation_script_runs_both_arms_per_seed_then_figure_and_table(tmp_path,
     assert "ILS off, seed 1: done before" in completed.stdout
     assert "| 1 | off | 2.0 | 0.400 | 0.500 | 0.50 | 0.25 | 1.0 |" in completed.stdout
     assert "| mean of 2 | on | 2.0 | 0.500 | 0.600 | 0.30 | 0.00 | 1.0 |" in completed.stdout
+
+
+def test_ils_gradients_mode_reports_every_run(config, runs, tmp_path):
+    """`--mode=ils_gradients` on the same two runs: one report per label at the run's last
+    step; both runs are measured with ILS on (the ILS-off run's bound and gradient too), and the
+    ratios at the two schedule weights differ by their quotient."""
+    specs = [f"on={runs['on']['workdir']}", f"off={runs['off']['workdir']}"]
+    modes.run_mode("ils_gradients", config, str(tmp_path), runs=specs)
+    with open(tmp_path / "ils_gradients.json") as file:
+        reports = json.load(file)
+    assert sorted(reports) == ["off", "on"]
+    ils = config.loss.ils
+    for report in reports.values():
+        assert report["checkpoint_step"] == 2
+        assert report["grad_norm/ils"]["all"] > 0 and report["grad_norm/adversarial"]["all"] > 0
+        ratios = report["ratio/ils_over_adversarial"]
+        np.testing.assert_allclose(
+            ratios[f"sigma={ils.sigma:g}"] / ratios[f"sigma={ils.initial_sigma:g}"],
+            ils.sigma / ils.initial_sigma,
+            rtol=1e-5,
+        )
+    assert reports["on"]["ils"] != reports["off"]["ils"]

@@ -65,6 +65,26 @@ def _with_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def _example_augmentation(data_config, seed: int):
+    """`(image, example_index) -> image`: the x-flip (`data.mirror`) and the resize-and-random-
+    crop (`data.random_crop_scale`) of one training example, stateless: drawn from (`seed`, the
+    example's index in the whole stream), so a resumed stream repeats them exactly."""
+    crop_side, resolution = random_crop_side(data_config), int(data_config.resolution)
+    mirror = bool(data_config.mirror)
+
+    def augment(image, example_index):
+        example_seed = tf.stack([tf.constant(seed % _SEED_MODULUS, tf.int64), example_index])
+        if mirror:
+            flip = tf.random.stateless_uniform([], seed=example_seed) < 0.5
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        if crop_side > resolution:
+            crop_seed = tf.random.experimental.stateless_fold_in(example_seed, _CROP_STREAM)
+            image = preprocess.resize_and_random_crop(image, crop_side, resolution, crop_seed)
+        return image
+
+    return augment
+
+
 def create_train_iterator(
     data_config,
     *,
@@ -94,7 +114,6 @@ def create_train_iterator(
         )
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
-    crop_side, resolution = random_crop_side(data_config), int(data_config.resolution)
     local_batch_size = global_batch_size // process_count
     source = sources.source_split(
         data_config, data_config.train_split, process_index, process_count
@@ -108,7 +127,6 @@ def create_train_iterator(
     first_example = start_step * local_batch_size
     start_epoch, offset = divmod(first_example, num_records)
     buffer_size = max(1, min(int(data_config.shuffle_buffer), num_records))
-    mirror = bool(data_config.mirror)
     num_parallel_calls = _tf_option(data_config.num_parallel_calls)
     if source.decode_before_shuffle:
         records = source.records.map(
@@ -119,6 +137,7 @@ def create_train_iterator(
     else:
         records = source.records
         decode_record = lambda record: source.decode(record, False)["image"]  # noqa: E731
+    augment = _example_augmentation(data_config, seed)
 
     def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
         shuffled = records.shuffle(
@@ -127,17 +146,7 @@ def create_train_iterator(
         return shuffled.enumerate().map(lambda position, record: (epoch, position, record))
 
     def decode(epoch, position, record):
-        image = decode_record(record)
-        example_seed = tf.stack(
-            [tf.constant(seed % _SEED_MODULUS, tf.int64), epoch * num_records + position]
-        )
-        if mirror:
-            flip = tf.random.stateless_uniform([], seed=example_seed) < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
-        if crop_side > resolution:
-            crop_seed = tf.random.experimental.stateless_fold_in(example_seed, _CROP_STREAM)
-            image = preprocess.resize_and_random_crop(image, crop_side, resolution, crop_seed)
-        return image
+        return augment(decode_record(record), epoch * num_records + position)
 
     dataset = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
     dataset = dataset.flat_map(epoch_records).skip(offset)

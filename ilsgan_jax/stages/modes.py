@@ -6,7 +6,14 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from ilsgan_jax.stages import diagnostics, export, inversion, layer_figure, segmentation
+from ilsgan_jax.stages import (
+    diagnostics,
+    export,
+    ils_gradients,
+    inversion,
+    layer_figure,
+    segmentation,
+)
 from ilsgan_jax.stages.demo import run_demo
 
 
@@ -21,13 +28,14 @@ def run_mode(
     runs=None,
 ) -> None:
     """Runs stage `mode` (export, train_segmenter, segment, evaluate, fid, mine, demo,
-    train_encoder or layer_figure) on `workdir`.
+    train_encoder, layer_figure or ils_gradients) on `workdir`.
 
     Args:
       input_dir, output_dir: `segment`'s folder of images and folder for the masks;
-        `output_dir` is `layer_figure`'s PNG path (default `workdir/layer_figure.png`).
+        `output_dir` is `layer_figure`'s PNG path (default `workdir/layer_figure.png`) and
+        `ils_gradients`' JSON path (default `workdir/ils_gradients.json`).
       overwrite: `export`/`segment`: replace existing outputs; `train_encoder`: retrain E.
-      runs: `layer_figure`'s `label=workdir` items (`layer_figure.parse_runs`).
+      runs: `layer_figure`'s and `ils_gradients`' `label=workdir` items (`layer_figure.parse_runs`).
     Raises ValueError for an unknown mode.
     """
     if mode == "export":
@@ -52,5 +60,9 @@ def run_mode(
         output = output_dir or str(epath.Path(workdir) / "layer_figure.png")
         layer_figure.write_layer_figure(config, layer_figure.parse_runs(runs or []), output)
         logging.info("Layer figure: %s", output)
+    elif mode == "ils_gradients":
+        output = output_dir or str(epath.Path(workdir) / "ils_gradients.json")
+        ils_gradients.write_ils_gradients(config, layer_figure.parse_runs(runs or []), output)
+        logging.info("ILS gradients: %s", output)
     else:
         raise ValueError(f"unknown mode {mode!r}")
