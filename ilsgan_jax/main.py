@@ -41,11 +41,12 @@ _DISTRIBUTED = flags.DEFINE_enum(
 )
 _INPUT = flags.DEFINE_string("input", None, "segment: folder of images to segment.")
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "segment: folder for masks and previews; layer_figure: the PNG's path; ils_gradients: the "
-    "JSON's path."
+    "output", None, "segment: folder for masks and previews; layer_figure: the PNG's path; "
+    "ils_gradients: the JSON's path."
 )
 _RUNS = flags.DEFINE_list(
-    "runs", [], "layer_figure, ils_gradients: label=workdir pairs, comma-separated, e.g. 'ILS on=W1,ILS off=W2'."
+    "runs", [], "layer_figure, ils_gradients: label=workdir pairs, comma-separated, "
+    "e.g. 'ILS on=W1,ILS off=W2'."
 )
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "segment/export: replace existing outputs; train_encoder: retrain E."

@@ -1,8 +1,8 @@
 """`stages.compare` (`launch/compare_systems.py`): every row at the smoke size (train -> export
 -> U-Net -> own route -> report), the report's fields, shapes and finiteness (not the learning),
-resuming (finished rows are skipped, finished stages are not run again), a failed row recorded
-with its reason while the other rows run, the unknown-row and too-small-budget errors, and the
-budget plan at the runlocal size."""
+the picture of every row's samples, resuming (finished rows are skipped, finished stages are
+not run again), a failed row recorded with its reason while the other rows run, the unknown-row
+and too-small-budget errors, and the budget plan at the runlocal size."""
 
 import json
 import math
@@ -11,10 +11,11 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from ilsgan_jax.stages import compare, compare_budget, compare_rows
+from ilsgan_jax.stages import compare, compare_budget, compare_figure, compare_rows, layer_figure
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -111,6 +112,22 @@ def test_smoke_results_table(smoke):
         assert line.endswith("| ok |") and f"{result['per_image_iou']:.3f}" in line
     assert "| independence_prior | 0 | per-instance IoU" in table
     assert "not measured" in table
+
+
+def test_smoke_systems_figure(smoke):
+    """systems.png stacks one block per row (its label strip over its sample grid's columns, all
+    of them at the smoke size) in table order; the first block's images are the first row's
+    grid."""
+    workdir, results = smoke
+    figure_path = os.path.join(workdir, compare_figure.FIGURE_NAME)
+    figure = np.asarray(Image.open(figure_path).convert("RGB"))
+    grids = [np.asarray(Image.open(r["files"]["samples"]).convert("RGB")) for r in results]
+    label = layer_figure.LABEL_HEIGHT
+    assert figure.shape[0] == sum(label + grid.shape[0] for grid in grids)
+    assert figure.shape[1] == max(grid.shape[1] for grid in grids)
+    first = grids[0]
+    np.testing.assert_array_equal(figure[label : label + first.shape[0], : first.shape[1]], first)
+    assert compare_figure.grid_resolution(results[0]) == SMOKE_RESOLUTION
 
 
 def test_second_call_skips_finished_rows(smoke, monkeypatch):

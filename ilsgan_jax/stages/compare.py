@@ -5,6 +5,7 @@ recipe trained on them and scored on the same test set, plus each system's own r
 Workdir layout (WORKDIR = `run_comparison`'s `workdir`):
 
   WORKDIR/results.json, results.md           every finished or failed row, all seeds
+  WORKDIR/systems.png                        every finished row's samples (`compare_figure`)
   WORKDIR/<row>/result_seed<S>.json          the row's result (status 'ok' or 'failed')
   WORKDIR/<row>/samples_seed<S>.png          the last sample grid of its (last) GAN stage
   WORKDIR/<row>/segmentation_seed<S>.png     the U-Net's previews on the test set
@@ -31,7 +32,7 @@ import time
 
 from absl import logging
 
-from ilsgan_jax.stages import atomic, compare_report, inversion
+from ilsgan_jax.stages import atomic, compare_figure, compare_report, inversion
 from ilsgan_jax.stages.compare_budget import Plan, Progress, measured_minutes, plan_row
 from ilsgan_jax.stages.compare_rows import ROWS, SIZES, Row, Size, select_rows, stage_config
 from ilsgan_jax.stages.compare_scoring import (
@@ -326,7 +327,7 @@ def run_comparison(
         result = _run_row(row, seed, the_size, budget_minutes, workdir, data_dir, base)
         atomic.write_json(path, result)
         results.append(result)
-        compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
+        _write_tables(workdir, the_size)
         logging.info(
             "compare %d/%d: %s seed %d %s in %.1f min",
             number,
@@ -336,8 +337,15 @@ def run_comparison(
             result["status"],
             result.get("minutes", 0.0),
         )
-    compare_report.write_reports(workdir, read_results(workdir), title=_title(the_size))
+    _write_tables(workdir, the_size)
     return results
+
+
+def _write_tables(workdir: str, size: Size) -> None:
+    """results.json, results.md and the picture of every row's samples (systems.png)."""
+    results = read_results(workdir)
+    compare_report.write_reports(workdir, results, title=_title(size))
+    compare_figure.systems_figure(results, os.path.join(workdir, compare_figure.FIGURE_NAME))
 
 
 def _check_arguments(

@@ -143,9 +143,7 @@ def probe_run(config: ml_collections.ConfigDict, workdir: str, num_batches: int)
     probe = probe_fn(config, trainer)
     keys = jax.random.split(jax.random.key(config.seed + 1), num_batches)
     batches = [
-        jax.device_get(
-            probe(state.g_params, state.g_buffers, state.d_params, state.ada.p, key)
-        )
+        jax.device_get(probe(state.g_params, state.g_buffers, state.d_params, state.ada.p, key))
         for key in keys
     ]
     report = _mean(batches)

@@ -67,16 +67,22 @@ def run_rows(
     return {name: np.asarray(rows[name]) for name in FIGURE_ROWS}, int(step), images_seen
 
 
+def text_strip(text: str, width: int) -> np.ndarray:
+    """A white uint8 strip [LABEL_HEIGHT, width, 3] with `text` in black (PIL's built-in font: no
+    font files needed)."""
+    strip = Image.new("RGB", (width, LABEL_HEIGHT), "white")
+    ImageDraw.Draw(strip).text(
+        (2, 1), text, fill="black", font=ImageFont.load_default(size=FONT_SIZE)
+    )
+    return np.asarray(strip)
+
+
 def label_strip(text: str, width: int) -> np.ndarray:
-    """A white uint8 strip [LABEL_HEIGHT, width, 3] with `text` in black, followed by the row
-    titles where they fit (PIL's built-in font: no font files needed)."""
+    """`text_strip` of `text` followed by the row titles where they fit."""
     font = ImageFont.load_default(size=FONT_SIZE)
     full = f"{text}: rows {', '.join(ROW_TITLES)}"
-    strip = Image.new("RGB", (width, LABEL_HEIGHT), "white")
-    draw = ImageDraw.Draw(strip)
-    fits = draw.textlength(full, font=font) <= width - 4
-    draw.text((2, 1), full if fits else text, fill="black", font=font)
-    return np.asarray(strip)
+    fits = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(full, font=font) <= width - 4
+    return text_strip(full if fits else text, width)
 
 
 def figure_block(label: str, rows: dict[str, np.ndarray], scale: int = 1) -> np.ndarray:
