@@ -80,8 +80,8 @@ def test_smoke_every_row_reports(smoke):
 
 def test_smoke_test_sets_and_own_routes(smoke):
     """The synthetic rows share the synthetic test split; the one-image row is scored on crops
-    (union IoU) and says per-instance IoU is not measured; PerturbGAN's encoder and
-    Labels4Free's thresholded alpha masks are scored."""
+    (union IoU) and per instance (one IoU per object of the picture, one U-Net per slot);
+    PerturbGAN's encoder and Labels4Free's thresholded alpha masks are scored."""
     _, results = smoke
     by_row = {r["row"]: r for r in results}
     synthetic = {r["test_set"] for name, r in by_row.items() if name != "independence_prior"}
@@ -89,8 +89,13 @@ def test_smoke_test_sets_and_own_routes(smoke):
     crops = by_row["independence_prior"]
     assert crops["num_test_images"] == compare_rows.SMOKE.test_crops
     assert "crops of multi_object_k3" in crops["test_set"]
-    assert crops["own_route"]["status"] == "not measured"
-    assert "K-instance segmenter" in crops["own_route"]["reason"]
+    own = crops["own_route"]
+    assert own["status"] == "ok" and len(own["per_instance_iou"]) == compare_rows.NUM_INSTANCES
+    scored = [value for value in own["per_instance_iou"] if value is not None]
+    assert scored and all(0.0 <= value <= 1.0 for value in scored)
+    assert own["min_instance_iou"] == min(scored)
+    assert own["per_image_iou"] == pytest.approx(sum(scored) / len(scored))
+    assert len(crops["segmenter_seconds"]) == 1 + compare_rows.NUM_INSTANCES
     for name in ("perturbgan_ns_r1", "perturbgan_wgan_gp"):
         own = by_row[name]["own_route"]
         assert own["status"] == "ok" and own["encoder_steps"] == 2
@@ -111,7 +116,7 @@ def test_smoke_results_table(smoke):
         line = next(x for x in table.splitlines() if x.startswith(f"| {result['row']} | 0 |"))
         assert line.endswith("| ok |") and f"{result['per_image_iou']:.3f}" in line
     assert "| independence_prior | 0 | per-instance IoU" in table
-    assert "not measured" in table
+    assert "per object" in table
 
 
 def test_smoke_systems_figure(smoke):

@@ -40,9 +40,10 @@ from ilsgan_jax.stages.compare_scoring import (
     check_finite,
     copy_outputs,
     encoder_summary,
-    per_instance_route,
+    instances_summary,
     row_result,
     score_alpha_threshold,
+    score_instances,
     score_unet,
 )
 from ilsgan_jax.stages.export import export_pairs
@@ -169,6 +170,17 @@ class RowRun:
         config, workdir = self.config(last), self.stage_dir(last)
         return self.progress.record("alpha_threshold", score_alpha_threshold(config, workdir))
 
+    def instances(self) -> dict:
+        """The one-image row's instances, one U-Net per slot, matched to the objects of the test
+        crops (`compare_instances`)."""
+        if self.progress.done("instances"):
+            return self.progress.done("instances")
+        last = len(self.row.stages) - 1
+        config, workdir = self.config(last), self.stage_dir(last)
+        return self.progress.record(
+            "instances", score_instances(config, workdir, self.size.test_crops)
+        )
+
     def encoder(self, gan_record: dict) -> dict:
         """PerturbGAN's inversion encoder with as many steps as fit in the row's budget."""
         if self.progress.done("encoder"):
@@ -241,7 +253,10 @@ class RowRun:
             extra_unets.append(record["seconds"])
             own_route = alpha_threshold_summary(record)
         elif self.row.route == "unet_on_crops":
-            own_route = per_instance_route()
+            logging.info("compare: %s seed %d: per-instance U-Nets", self.row.name, self.seed)
+            record = self.instances()
+            extra_unets.extend(record["unet_seconds"])
+            own_route = instances_summary(record)
         return row_result(
             self.row.stages,
             gan_records,

@@ -9,7 +9,7 @@ import os
 import time
 
 from ilsgan_jax.stages import atomic
-from ilsgan_jax.stages.compare_rows import Row, Size
+from ilsgan_jax.stages.compare_rows import NUM_INSTANCES, Row, Size
 
 
 class BudgetTooSmall(ValueError):
@@ -31,7 +31,9 @@ class Plan:
 
 
 def num_unets(row: Row) -> int:
-    return 2 if row.route == "unet+alpha_threshold" else 1
+    """U-Nets a row trains: the union route's, plus the alpha-mask one (Labels4Free) or one per
+    instance slot (the one-image row)."""
+    return {"unet+alpha_threshold": 2, "unet_on_crops": 1 + NUM_INSTANCES}.get(row.route, 1)
 
 
 def measured_minutes(results: list[dict], size: Size) -> dict[str, float]:

@@ -12,7 +12,8 @@ network on the frozen generator) and its scoring route:
   (the exported soft masks > `config.labels4free.mask_threshold`).
 - 'unet_on_crops': the Independence-prior GAN in its one-image setting: the U-Net trained on the
   exported (composite, union mask) pairs, scored on held-out crops of the built-in picture
-  against the union of its object masks.
+  against the union of its object masks; plus its own route, one U-Net per instance slot on the
+  instances' visible masks, matched to the crops' objects (`stages.compare_instances`).
 
 Sizes: 'runlocal' (the configs' 2-core-CPU variants, time-budgeted) and 'smoke' (16 px, a few
 steps: every stage once, for CI). Plain Python and configs only: no JAX work at import.

@@ -11,20 +11,16 @@ import jax
 import numpy as np
 
 from ilsgan_jax import compiler_options
-from ilsgan_jax.data import cub_split, single_image
+from ilsgan_jax.data import cub_split
 from ilsgan_jax.data.eval_split import load_eval_split
 from ilsgan_jax.evaluate import pair_dataset, seg_metrics
 from ilsgan_jax.evaluate import segmenter as segmenter_lib
-from ilsgan_jax.stages import atomic, compare_report
+from ilsgan_jax.stages import atomic, compare_instances, compare_report
 from ilsgan_jax.stages.compare_rows import NUM_INSTANCES
 from ilsgan_jax.stages.export import load_pairs
 from ilsgan_jax.stages.segmentation import train_and_score_segmenter, write_previews
 
 TEST_CROP_SEED = 1_000_003  # stream seed of the one-image row's test crops (training: config.seed)
-PER_INSTANCE_NOT_MEASURED = (
-    "needs a K-instance segmenter for real crops (the U-Net has two classes; the generator's "
-    "own instance masks have no ground truth), so only the union mask is scored"
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -63,13 +59,24 @@ def row_result(
     }
 
 
-def per_instance_route() -> dict:
-    """The one-image row's own route: reported as not measured."""
+def instances_summary(record: dict) -> dict:
+    """The one-image row's own route (`compare_instances`): the objects' mean matched IoU as its
+    IoU, each object's in the detail."""
+    per_object = record["per_instance_iou"]
+    scored = [value for value in per_object if value is not None]
+    listed = ", ".join("-" if value is None else f"{value:.2f}" for value in per_object)
     return {
         "name": f"per-instance IoU after matching, K = {NUM_INSTANCES}",
-        "status": "not measured",
-        "reason": PER_INSTANCE_NOT_MEASURED,
+        "status": "ok",
+        "per_image_iou": float(np.mean(scored)) if scored else None,
+        "per_instance_iou": per_object,
+        "min_instance_iou": record["min_instance_iou"],
+        "detail": f"per object {listed} (min {_format_min(record['min_instance_iou'])})",
     }
+
+
+def _format_min(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def encoder_summary(record: dict) -> dict:
@@ -113,12 +120,14 @@ def test_crops(config, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` crops of the built-in picture from a stream seed other than training's, and the
     union of their object masks: images float32 [N, R, R, 3] in [-1, 1], masks [N, R, R] in
     {0, 1}. The picture is the one the GAN trained on (the one-image setting has no other)."""
-    crops = single_image.crops_with_object_masks(
-        config.data, seed=TEST_CROP_SEED, example_indices=np.arange(count)
-    )
-    images = crops["image"].astype(np.float32) / 127.5 - 1.0
-    union = (crops["masks"] >= 128).any(axis=-1).astype(np.float32)
-    return images, union
+    images, objects = compare_instances.test_objects(config, TEST_CROP_SEED, count)
+    return images, objects.any(axis=-1).astype(np.float32)
+
+
+def score_instances(config, workdir: str, num_test_crops: int) -> dict:
+    """The one-image row's per-instance route on the same test crops as its U-Net route."""
+    images, objects = compare_instances.test_objects(config, TEST_CROP_SEED, num_test_crops)
+    return compare_instances.score_instances(config, workdir, images, objects)
 
 
 def train_and_score_unet(config, images, masks, test_images, test_masks, out_dir: str) -> dict:
