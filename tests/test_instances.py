@@ -298,3 +298,28 @@ def test_config_builds_the_generator_it_describes():
 def test_config_rejects_bad_variants(variant):
     with pytest.raises(ValueError, match="independence_prior"):
         independence_prior.get_config(variant)
+
+
+def test_sample_grid_shows_every_instance_row():
+    """The Independence prior's grid has the composite, the background and each instance over
+    white and its mask (2 + 2K rows), in that order: rows the layered order does not name are
+    kept, after the named ones."""
+    from ilsgan_jax.evaluate.samples import make_grid, to_uint8
+    from ilsgan_jax.systems.independence_prior import sample_rows
+
+    n, k, r = 2, 3, 8
+    rng = np.random.default_rng(0)
+    layers = {
+        "composite": rng.uniform(-1, 1, (n, r, r, 3)).astype(np.float32),
+        "bg_rgb": rng.uniform(-1, 1, (n, r, r, 3)).astype(np.float32),
+        "fg_rgb": rng.uniform(-1, 1, (n, k, r, r, 3)).astype(np.float32),
+        "mask": rng.uniform(0, 1, (n, k, r, r, 1)).astype(np.float32),
+    }
+    rows = {name: np.asarray(value) for name, value in sample_rows(None, layers, None).items()}
+    grid = make_grid(rows)
+    assert grid.shape == ((2 + 2 * k) * (r + 1) + 1, n * (r + 1) + 1, 3)
+    last_mask_row = 1 + (2 + 2 * k - 1) * (r + 1)
+    np.testing.assert_array_equal(
+        grid[last_mask_row : last_mask_row + r, 1 : 1 + r], to_uint8(rows[f"mask_{k - 1}"][0])
+    )
+    np.testing.assert_array_equal(grid[1 : 1 + r, 1 : 1 + r], to_uint8(layers["composite"][0]))

@@ -20,8 +20,11 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def make_grid(rows: dict, order=GRID_ROWS, padding: int = 1) -> np.ndarray:
-    """Tiles `{name: [N, H, W, 3]}` rows (in `order`) into one uint8 image `[rows*(H+p), ...]`."""
-    names = [name for name in order if name in rows] or list(rows)
+    """Tiles `{name: [N, H, W, 3]}` rows into one uint8 image `[rows*(H+p), ...]`: the rows named
+    in `order` first, in that order, then the others in their dict order (e.g. the
+    Independence prior's per-instance rows)."""
+    names = [name for name in order if name in rows]
+    names += [name for name in rows if name not in names]
     first = np.asarray(rows[names[0]])
     count, height, width, _ = first.shape
     grid = np.full(
