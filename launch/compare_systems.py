@@ -8,6 +8,8 @@ on the same test set; PerturbGAN and Labels4Free are also scored by their own ro
   python launch/compare_systems.py --workdir=runs/compare
   python launch/compare_systems.py --workdir=runs/compare --systems=ilsgan,labels4free --seeds=0,1
   python launch/compare_systems.py --workdir=/tmp/compare_smoke --smoke   # every stage once
+  python launch/compare_systems.py --workdir=runs/ip_area02 --systems=independence_prior \
+      --set=loss.area_weight=0.2   # a changed setting, in a workdir of its own
 
 Expected runtime: about `--budget_minutes` (25) per row and seed on a 2-core CPU, so the default
 table (6 rows, seed 0) takes ~2.5 hours. `--smoke` takes ~2 CPU-minutes with a warm compilation
@@ -18,6 +20,8 @@ segmentation previews in WORKDIR/<row>/. Run it again to resume: finished rows a
 interrupted row resumes from its checkpoints. Layout: ilsgan_jax/stages/compare.py; budget:
 compare_budget.py; scoring: compare_scoring.py.
 """
+
+import ast
 
 from absl import app, flags, logging
 
@@ -30,10 +34,31 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the r
 _SMOKE = flags.DEFINE_bool(
     "smoke", False, "Tiny sizes (16 px, a few steps): every stage once, to check the program."
 )
+_SET = flags.DEFINE_multi_string(
+    "set",
+    [],
+    "A config field of every GAN stage of the rows run, as dotted.field=value (a Python literal, "
+    "else a string); repeat the flag for several, e.g. --set=loss.area_weight=0.2. Use a workdir "
+    "of its own: finished rows are not run again.",
+)
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "tfds data_dir of the synthetic data (default: the ilsgan_jax cache)."
 )
 flags.mark_flag_as_required("workdir")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['a.b=0.2', 'c=x'] -> {'a.b': 0.2, 'c': 'x'}; app.UsageError names an item without '='."""
+    overrides = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field.strip():
+            raise app.UsageError(f"--set {item!r} is not dotted.field=value")
+        try:
+            overrides[field.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[field.strip()] = text
+    return overrides
 
 
 def main(argv):
@@ -58,6 +83,7 @@ def main(argv):
             budget_minutes=_BUDGET.value,
             size="smoke" if _SMOKE.value else "runlocal",
             data_dir=_DATA_DIR.value,
+            overrides=parse_overrides(_SET.value),
         )
     except ValueError as error:  # unknown row, budget too small: before any training
         raise app.UsageError(str(error)) from None

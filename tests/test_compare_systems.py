@@ -199,6 +199,58 @@ def test_cli_unknown_row(tmp_path):
     assert "unknown row(s) ['nope']" in completed.stderr and "labels4free" in completed.stderr
 
 
+def test_cli_override_of_an_unknown_field(tmp_path):
+    """`--set` with a field the row's config lacks fails before training, naming the row and the
+    field; an item without '=' is a usage error."""
+    args = [sys.executable, "launch/compare_systems.py", f"--workdir={tmp_path}", "--smoke"]
+    completed = subprocess.run(
+        [*args, "--systems=ilsgan", "--set=loss.nope=1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode != 0
+    assert "row 'ilsgan', stage 'gan'" in completed.stderr and "loss.nope" in completed.stderr
+    assert not os.path.exists(tmp_path / "ilsgan")
+
+
+def test_overrides_reach_every_stage_and_the_result(tmp_path, monkeypatch):
+    """An override is applied to the stage configs (after the row's and the size's) and
+    recorded in the row's result; a row without the field is refused before anything runs."""
+    row, size = compare_rows.ROWS["labels4free"], compare_rows.SMOKE
+    overrides = (("loss.r1_gamma", 3.0), ("train.batch_size", 16))
+    run = compare.RowRun(
+        row, 0, size, compare_budget.plan_row(row, size, 25.0, {}), str(tmp_path), None, overrides
+    )
+    for index in range(len(row.stages)):
+        assert run.config(index).loss.r1_gamma == 3.0
+        assert run.config(index).train.batch_size == 16  # the size sets 8
+    with pytest.raises(ValueError, match="row 'ilsgan', stage 'gan'.*loss.area_weight"):
+        compare.run_comparison(
+            ["independence_prior", "ilsgan"],
+            [0],
+            str(tmp_path / "refused"),
+            size="smoke",
+            overrides={"loss.area_weight": 0.2},
+        )
+    assert not os.path.exists(tmp_path / "refused" / "independence_prior")
+
+    def fake_run(self):
+        raise RuntimeError(f"area weight {self.config(0).loss.area_weight}")
+
+    monkeypatch.setattr(compare.RowRun, "run", fake_run)
+    (result,) = compare.run_comparison(
+        ["independence_prior"],
+        [0],
+        str(tmp_path / "ip"),
+        size="smoke",
+        overrides={"loss.area_weight": 0.2},
+    )
+    assert result["overrides"] == {"loss.area_weight": 0.2}
+    assert result["status"] == "failed" and "area weight 0.2" in result["reason"]
+
+
 def test_too_small_budget_fails_before_training(tmp_path):
     """The error names the minimum; no row directory is made."""
     with pytest.raises(compare_budget.BudgetTooSmall, match=r"labels4free.*at least 11\.5 minutes"):

@@ -68,6 +68,7 @@ class RowRun:
     plan: Plan
     row_dir: str
     data_dir: str | None = None
+    overrides: tuple[tuple[str, object], ...] = ()  # the user's config fields, every stage
 
     def __post_init__(self):
         self.seed_dir = os.path.join(self.row_dir, f"seed{self.seed}")
@@ -79,7 +80,11 @@ class RowRun:
 
     def config(self, index: int):
         config = stage_config(
-            self.row.stages[index], self.size, seed=self.seed, data_dir=self.data_dir
+            self.row.stages[index],
+            self.size,
+            seed=self.seed,
+            data_dir=self.data_dir,
+            overrides=self.overrides,
         )
         if self.row.route == "unet+alpha_threshold" and index == len(self.row.stages) - 1:
             config.labels4free.pretrained_workdir = self.stage_dir(0)
@@ -305,14 +310,19 @@ def run_comparison(
     budget_minutes: float = 25.0,
     size: str = "runlocal",
     data_dir: str | None = None,
+    overrides: dict | None = None,
 ) -> list[dict]:
     """Runs the rows `row_names` (None = all) for every seed into `workdir` and writes
     `results.json` and `results.md` (all results in `workdir`, earlier calls' included).
+    `overrides` ({dotted config field: value}) apply to every GAN stage of the rows run (a
+    row's result records them; use a workdir of its own for a changed setting).
 
-    Raises ValueError for an unknown row or size, and BudgetTooSmall before any training when a
-    row's budget cannot reach its export and scoring. Returns this call's results (skipped rows:
-    their stored results)."""
+    Raises ValueError for an unknown row, size or override field, and BudgetTooSmall before any
+    training when a row's budget cannot reach its export and scoring. Returns this call's
+    results (skipped rows: their stored results)."""
+    overrides = tuple(sorted((overrides or {}).items()))
     rows, the_size, workdir = _check_arguments(row_names, seeds, workdir, budget_minutes, size)
+    _check_overrides(rows, the_size, overrides)
     info = compare_report.machine()
     jobs = [(row, seed) for row in rows for seed in seeds]
     stored = {(row.name, seed): _stored_result(workdir, row, seed) for row, seed in jobs}
@@ -338,8 +348,12 @@ def run_comparison(
             budget_minutes * pending,
         )
         pending -= 1
-        base = _base_result(row, seed, the_size, budget_minutes, info)
-        result = _run_row(row, seed, the_size, budget_minutes, workdir, data_dir, base)
+        base = {
+            **_base_result(row, seed, the_size, budget_minutes, info),
+            "overrides": dict(overrides),
+        }
+        run_dir = os.path.join(workdir, row.name)
+        result = _run_row(row, seed, the_size, budget_minutes, run_dir, data_dir, overrides, base)
         atomic.write_json(path, result)
         results.append(result)
         _write_tables(workdir, the_size)
@@ -381,6 +395,18 @@ def _check_arguments(
     return rows, the_size, workdir
 
 
+def _check_overrides(rows: list[Row], size: Size, overrides) -> None:
+    """Every override names a field of every stage config of `rows` (ValueError otherwise)."""
+    for row in rows:
+        for stage in row.stages:
+            try:
+                stage_config(stage, size, seed=0, overrides=overrides)
+            except KeyError as error:
+                raise ValueError(
+                    f"override of row {row.name!r}, stage {stage.name!r}: {error}"
+                ) from None
+
+
 def _base_result(row: Row, seed: int, size: Size, budget_minutes: float, info: dict) -> dict:
     return {
         "row": row.name,
@@ -398,17 +424,19 @@ def _run_row(
     seed: int,
     size: Size,
     budget_minutes: float,
-    workdir: str,
+    run_dir: str,
     data_dir: str | None,
+    overrides: tuple[tuple[str, object], ...],
     base: dict,
 ) -> dict:
-    """One row for one seed: its result (status 'ok'), or status 'failed' with the reason when
-    it raised anything but ComparisonInterrupted."""
+    """One row for one seed in `run_dir` (WORKDIR/<row>): its result (status 'ok'), or status
+    'failed' with the reason when it raised anything but ComparisonInterrupted."""
+    workdir = os.path.dirname(run_dir)
     run = None
     try:
         measured = measured_minutes(read_results(workdir), size)
         plan = plan_row(row, size, budget_minutes, measured)
-        run = RowRun(row, seed, size, plan, os.path.join(workdir, row.name), data_dir)
+        run = RowRun(row, seed, size, plan, run_dir, data_dir, overrides)
         result = {**base, "status": "ok", **run.run()}
         check_finite(result)
         result["files"] = copy_outputs(run.stage_dir(len(row.stages) - 1), run.row_dir, seed)

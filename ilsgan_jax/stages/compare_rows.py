@@ -234,13 +234,19 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 
 
 def stage_config(
-    stage: GanStage, size: Size, *, seed: int, data_dir: str | None = None
+    stage: GanStage,
+    size: Size,
+    *,
+    seed: int,
+    data_dir: str | None = None,
+    overrides: tuple[tuple[str, object], ...] = (),
 ) -> ml_collections.ConfigDict:
-    """The config of `stage` at `size`: its variant plus the size's, the stage's then the size's
-    overrides, `config.seed = seed`, `data.data_dir` (None: the default cache) and, for time-
-    budgeted sizes, no time budget yet (`plan` sets it)."""
+    """The config of `stage` at `size`: its variant plus the size's, the stage's, the size's then
+    the user's `overrides` ({dotted field: value} items), `config.seed = seed`, `data.data_dir`
+    (None: the default cache) and, for time-budgeted sizes, no time budget yet (`plan` sets
+    it). A KeyError names an override field the config does not have."""
     config = stage.get_config(f"{stage.variant},{size.variant}")
-    for dotted, value in (*stage.overrides, *size.overrides):
+    for dotted, value in (*stage.overrides, *size.overrides, *overrides):
         set_field(config, dotted, value)
     if "encoder" in config:
         for field, value in size.encoder_overrides:
