@@ -67,7 +67,8 @@ def test_smoke_every_row_reports(smoke):
         assert result["kimg"] > 0 and result["minutes"] > 0 and result["images_per_second"] > 0
         assert math.isfinite(result["gan_minutes"])
         assert result["machine"]["cpu_count"] >= 1 and result["machine"]["device_kind"]
-        assert len(result["segmenter_seconds"]) == (2 if result["row"] == "labels4free" else 1)
+        row = compare_rows.ROWS[result["row"]]
+        assert len(result["segmenter_seconds"]) == compare_budget.num_unets(row)
         for name in ("samples", "segmentation"):
             path = os.path.join(workdir, result["row"], f"{name}_seed0.png")
             assert result["files"][name] == path
@@ -260,7 +261,8 @@ def test_too_small_budget_fails_before_training(tmp_path):
 
 def test_runlocal_budget_plan():
     """At 25 minutes: one-stage rows train 21 minutes (as the quick start); PerturbGAN keeps 15%
-    for its encoder; Labels4Free splits its GAN time 60/40 after two U-Nets and two set-ups."""
+    for its encoder; Labels4Free splits its GAN time 60/40 after two U-Nets and two set-ups; the
+    one-image row trains 1 + K U-Nets."""
     size, rows = compare_rows.RUNLOCAL, compare_rows.ROWS
     assert compare_budget.plan_row(rows["ilsgan"], size, 25.0, {}).gan == pytest.approx(21.0)
     assert compare_budget.plan_row(rows["perturbgan_ns_r1"], size, 25.0, {}).gan == pytest.approx(
@@ -269,6 +271,9 @@ def test_runlocal_budget_plan():
     labels4free = compare_budget.plan_row(rows["labels4free"], size, 25.0, {})
     assert labels4free.gan == pytest.approx(17.5)
     assert labels4free.minimum == pytest.approx(0.5 + 5.0 + 2.0 + 4.0)
+    # the one-image row: its union U-Net and one per instance slot
+    crops = compare_budget.plan_row(rows["independence_prior"], size, 25.0, {})
+    assert crops.gan == pytest.approx(25.0 - 0.5 - (1 + compare_rows.NUM_INSTANCES) * 2.5 - 1.0)
     measured = compare_budget.plan_row(
         rows["ilsgan"], size, 25.0, {"export": 0.3, "segmenter": 2.0}
     )
