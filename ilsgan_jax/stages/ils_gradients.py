@@ -134,13 +134,10 @@ def _mean(batches: list[dict]) -> dict:
     return jax.tree.map(lambda value: value.tolist(), mean)
 
 
-def probe_run(config: ml_collections.ConfigDict, workdir: str, num_batches: int) -> dict:
-    """The report of one run: the means over `num_batches` batches (`probe_fn`'s stats), the
-    checkpoint's step and kimg, and the gradient ratios at the schedule's two weights."""
-    config = _with_ils(config, True)
-    state, step, networks = restore_train_state(config, workdir)
-    trainer = make_trainer(config, networks=networks)
-    probe = probe_fn(config, trainer)
+def probe_run(config: ml_collections.ConfigDict, probe, state, step: int, num_batches: int) -> dict:
+    """The report of one run's restored `state` (checkpoint `step`): the means over
+    `num_batches` batches of `probe` (`probe_fn`), the checkpoint's step and kimg, and the
+    gradient ratios at the schedule's two weights."""
     keys = jax.random.split(jax.random.key(config.seed + 1), num_batches)
     batches = [
         jax.device_get(probe(state.g_params, state.g_buffers, state.d_params, state.ada.p, key))
@@ -165,11 +162,16 @@ def probe_run(config: ml_collections.ConfigDict, workdir: str, num_batches: int)
 def write_ils_gradients(
     config: ml_collections.ConfigDict, runs: list[tuple[str, str]], output: str, num_batches=8
 ) -> dict:
-    """`probe_run` of every `(label, workdir)` in `runs`; writes `{label: report}` as JSON to
-    `output` and returns it."""
-    reports = {}
+    """`probe_run` of every `(label, workdir)` in `runs` (newest checkpoint; one compiled probe
+    for all, the runs share `config`'s networks); writes `{label: report}` as JSON to `output`
+    and returns it."""
+    config = _with_ils(config, True)
+    probe, reports = None, {}
     for label, workdir in runs:
-        reports[label] = probe_run(config, workdir, num_batches)
+        state, step, networks = restore_train_state(config, workdir)
+        if probe is None:
+            probe = probe_fn(config, make_trainer(config, networks=networks))
+        reports[label] = probe_run(config, probe, state, step, num_batches)
         logging.info("%s: %s", label, json.dumps(reports[label]))
     if jax.process_index() == 0:
         atomic.write_json(output, reports)
