@@ -315,6 +315,21 @@ def test_interrupted_gan_stage_resumes_with_the_budget_left(tmp_path, monkeypatc
     assert run.train_gan(0) == record and len(calls) == 1  # done: not trained again
 
 
+def test_attempt_stopped_before_its_first_checkpoint_counts_nothing(tmp_path):
+    """Of three attempts, the first (stopped before any checkpoint) counts 0 s, not the time
+    until the second began; the second counts until its own newest checkpoint; the last until
+    the newest checkpoint of all."""
+    progress = compare_budget.Progress(str(tmp_path))
+    starts = (1_000_000.0, 1_003_000.0, 1_006_000.0)
+    progress.data["gan_attempts"]["gan"] = [{"start": t, "seconds": None} for t in starts]
+    directory = tmp_path / "gan" / "checkpoints"
+    for step, when in ((500, starts[1] + 120.0), (1000, starts[2] + 60.0)):
+        (directory / str(step)).mkdir(parents=True)
+        (directory / str(step) / "state").write_text("")
+        os.utime(directory / str(step) / "state", (when, when))
+    assert progress.gan_seconds(str(tmp_path), "gan") == pytest.approx(0.0 + 120.0 + 60.0)
+
+
 def test_signal_stops_the_comparison(tmp_path, monkeypatch):
     """A GAN stage stopped before its budget and total_kimg (SIGTERM/SIGINT) is not a result:
     the comparison stops and the stage stays unfinished."""

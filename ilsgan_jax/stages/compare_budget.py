@@ -115,9 +115,11 @@ class Progress:
             if attempt["seconds"] is not None:
                 total += attempt["seconds"]
                 continue
-            end = _newest_mtime(os.path.join(seed_dir, stage, "checkpoints")) or attempt["start"]
-            if number + 1 < len(attempts):  # files of later attempts do not count
-                end = min(end, attempts[number + 1]["start"])
+            # files of later attempts do not count: an attempt stopped before its first
+            # checkpoint counts nothing, not the time until the next attempt began
+            before = attempts[number + 1]["start"] if number + 1 < len(attempts) else None
+            checkpoints = os.path.join(seed_dir, stage, "checkpoints")
+            end = _newest_mtime(checkpoints, before) or attempt["start"]
             total += max(0.0, end - attempt["start"])
         return total
 
@@ -131,10 +133,13 @@ class Progress:
         return total + sum(self.gan_seconds(seed_dir, stage) for stage in self.data["gan_attempts"])
 
 
-def _newest_mtime(directory: str) -> float | None:
+def _newest_mtime(directory: str, before: float | None = None) -> float | None:
+    """The newest modification time of the files under `directory` (only those older than
+    `before` if given), or None."""
     times = [
         os.path.getmtime(os.path.join(root, name))
         for root, _, names in os.walk(directory)
         for name in names
     ]
+    times = [t for t in times if before is None or t < before]
     return max(times) if times else None
