@@ -187,30 +187,28 @@ def test_unknown_row_lists_the_known_ones(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_cli_unknown_row(tmp_path):
-    """The launcher exits with the error before any training."""
-    completed = subprocess.run(
-        [sys.executable, "launch/compare_systems.py", "--systems=nope", f"--workdir={tmp_path}"],
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    """`launch/compare_systems.py args...` in a process of its own, output captured."""
+    return subprocess.run(
+        [sys.executable, "launch/compare_systems.py", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_cli_unknown_row(tmp_path):
+    """The launcher exits with the error before any training."""
+    completed = _launch("--systems=nope", f"--workdir={tmp_path}")
     assert completed.returncode != 0
     assert "unknown row(s) ['nope']" in completed.stderr and "labels4free" in completed.stderr
 
 
 def test_cli_override_of_an_unknown_field(tmp_path):
     """`--set` with a field the row's config lacks fails before training, naming the row and the
-    field; an item without '=' is a usage error."""
-    args = [sys.executable, "launch/compare_systems.py", f"--workdir={tmp_path}", "--smoke"]
-    completed = subprocess.run(
-        [*args, "--systems=ilsgan", "--set=loss.nope=1"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    field."""
+    completed = _launch(f"--workdir={tmp_path}", "--smoke", "--systems=ilsgan", "--set=loss.nope=1")
     assert completed.returncode != 0
     assert "row 'ilsgan', stage 'gan'" in completed.stderr and "loss.nope" in completed.stderr
     assert not os.path.exists(tmp_path / "ilsgan")
