@@ -70,6 +70,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_instances = parsed["k"]  # K providers; z is [N, K + 1, z_dim] (0 = bg)
     config.model.share_providers = parsed["share"]  # one provider with a learned embedding
     # added to z_k (True) or K separate providers (False)
+    config.model.background_resolution = None  # the background generator's resolution,
+    # upsampled to data.resolution; None = data.resolution (our choice to offer: a lower one
+    # keeps the background from drawing sharp objects itself)
     config.model.layout = ml_collections.ConfigDict()
     config.model.layout.max_rotation = math.pi / 6  # bound of |rotation|, radians (our choice)
     config.model.layout.scale_range = (0.75, 1.25)  # bounds of the content scale (low <= 1 <=

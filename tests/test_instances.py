@@ -12,7 +12,7 @@ from ilsgan_jax.models.instances import (
     InstanceLayeredGenerator,
     instance_generator_from_config,
 )
-from ilsgan_jax.models.layered import LayeredGenerator
+from ilsgan_jax.models.layered import LayeredGenerator, StyleGenerator
 from ilsgan_jax.objectives import ils, instance_losses, mask_losses
 from ilsgan_jax.nn.composite import composite
 from ilsgan_jax.nn.layers_k import composite_back_to_front, composite_without, union_mask
@@ -172,6 +172,45 @@ def test_k1_identity_layout_is_the_ilsgan_generator():
     )
 
 
+def test_low_resolution_background_is_its_own_generator_upsampled():
+    """background_resolution = 4 at R = 16: the background parameters are a 4 px StyleGAN2's,
+    bg_rgb is that generator's output resized bilinearly to 16 px, and the composite is built
+    on it."""
+    generator = InstanceLayeredGenerator(
+        RES, num_instances=2, background_resolution=4, **TINY, **BOUNDS
+    )
+    z = jax.random.normal(jax.random.key(5), (2, 3, Z_DIM))
+    variables = init_generator(generator, z)
+    layers = apply_generator(generator, variables, z)
+    small = StyleGenerator(4, 3, **TINY)
+    small_variables = {
+        collection: variables[collection]["background"] for collection in ("params", "buffers")
+    }
+    bg_small = np.asarray(
+        small.apply(small_variables, z[:, 0], noise_mode="const")
+    )
+    assert bg_small.shape == (2, 4, 4, 3)
+    expected = jax.image.resize(bg_small, (2, RES, RES, 3), method="bilinear")
+    np.testing.assert_allclose(np.asarray(layers["bg_rgb"]), np.asarray(expected), atol=1e-5)
+    # Smooth by construction: neighbouring pixels differ far less than the 4 px pixels do.
+    bg = np.asarray(layers["bg_rgb"])
+    assert np.abs(np.diff(bg, axis=1)).max() < np.abs(np.diff(bg_small, axis=1)).max()
+    np.testing.assert_allclose(
+        np.asarray(layers["composite"]),
+        numpy_back_to_front(bg, np.asarray(layers["fg_rgb"]), np.asarray(layers["mask"])),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("size", [3, 6, 32])
+def test_bad_background_resolution_names_the_field(size):
+    generator = InstanceLayeredGenerator(
+        RES, num_instances=1, background_resolution=size, **TINY, **BOUNDS
+    )
+    with pytest.raises(ValueError, match="model.background_resolution"):
+        init_generator(generator, jnp.zeros((1, 2, Z_DIM)))
+
+
 def test_gradients_reach_the_layout_network():
     """Through warp + composition: d(loss)/d(layout params) is nonzero for the output layer and
     matches a central difference along the gradient of its kernel.
@@ -279,6 +318,7 @@ def test_config_builds_the_generator_it_describes():
     assert generator.num_instances == 3 and generator.share_providers
     assert generator.resolution == config.data.resolution
     assert tuple(generator.scale_range) == tuple(config.model.layout.scale_range)
+    assert generator.background_resolution is None  # the reference: a full-resolution background
     # Its parameter tree: background, one shared provider + a [K, z_dim] embedding, layout MLP.
     z = jax.ShapeDtypeStruct((2, 4, config.model.z_dim), jnp.float32)
     shapes = jax.eval_shape(

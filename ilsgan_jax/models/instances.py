@@ -62,6 +62,9 @@ class InstanceLayeredGenerator(nn.Module):
     max_translation: float = 0.0  # layout translation bound, fraction of the image size
     layout_hidden: int = 64  # width of the layout MLP's hidden layers
     layout_layers: int = 2  # hidden layers of the layout MLP
+    background_resolution: int | None = None  # the background generator's own resolution,
+    # upsampled (bilinear) to `resolution`; None = `resolution`. Lower = a background that
+    # cannot draw sharp objects itself (see `_background`)
 
     @nn.compact
     def __call__(
@@ -89,11 +92,7 @@ class InstanceLayeredGenerator(nn.Module):
         style_kwargs = dict(
             mixing_cutoff=mixing_cutoff, truncation_psi=truncation_psi, update_w_avg=update_w_avg
         )
-        background = StyleGenerator(
-            self.resolution, 3, name="background", **self._generator_kwargs()
-        )
-        bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
-        bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+        bg_rgb = self._background(z, mixing_z, style_kwargs, noise_mode)
 
         draw_instances = self._shared_providers if self.share_providers else self._own_providers
         rgba, instance_w = draw_instances(z, mixing_z, style_kwargs, noise_mode)
@@ -140,6 +139,32 @@ class InstanceLayeredGenerator(nn.Module):
             conv_clamp=self.conv_clamp,
             compute_dtype=self.compute_dtype,
         )
+
+    @nn.nowrap
+    def _background(self, z, mixing_z, style_kwargs, noise_mode):
+        """The background `[N, R, R, 3]` from `z[:, 0]`, drawn at `background_resolution` and
+        upsampled bilinearly to R.
+
+        A full-resolution background can draw every object of the data itself, and then the
+        area penalty empties the instances (in the one-image setting, where the crops show the
+        same few objects over and over, that is what training finds). A low-resolution
+        background can only draw blurred objects, so a sharp object is cheaper to draw as an
+        instance.
+        """
+        size = self.background_resolution or self.resolution
+        if size > self.resolution or size < 4 or size & (size - 1):
+            raise ValueError(
+                "model.background_resolution must be a power of two in [4, resolution = "
+                f"{self.resolution}] or None, got {self.background_resolution}"
+            )
+        background = StyleGenerator(size, 3, name="background", **self._generator_kwargs())
+        bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
+        bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+        if size == self.resolution:
+            return bg_rgb
+        n, channels = bg_rgb.shape[0], bg_rgb.shape[-1]
+        shape = (n, self.resolution, self.resolution, channels)
+        return jax.image.resize(bg_rgb, shape, method="bilinear")
 
     @nn.nowrap
     def _shared_providers(self, z, mixing_z, style_kwargs, noise_mode):
@@ -259,4 +284,5 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         max_translation=layout_config.max_translation,
         layout_hidden=layout_config.hidden_features,
         layout_layers=layout_config.num_hidden_layers,
+        background_resolution=model.get("background_resolution"),
     )
