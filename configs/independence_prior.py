@@ -85,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Objective ----------------------------------------------------------------------------
     config.loss.area_weight = 0.5  # lambda_area of sum_k mean_HW(m_k), per sample (our choice)
+    config.loss.area_rampup_kimg = 0.0  # the area weight rises linearly from 0 to area_weight
+    # over this many kimg (0 = full weight from the start) (our choice to offer: an instance
+    # emptied before it has learnt an object gets no gradient back)
     config.loss.area_mask = "provider"  # masks the area penalty reads: 'provider' (before
     # layout; no reward for shrinking instances or pushing them out of the frame) or 'layout'
     config.loss.instance_bin_weight = 0.0  # weight of sum_k mean_HW min(m_k, 1 - m_k) (0 = off)

@@ -14,6 +14,8 @@ from ilsgan_jax.models.instances import (
 )
 from ilsgan_jax.models.layered import LayeredGenerator, StyleGenerator
 from ilsgan_jax.objectives import ils, instance_losses, mask_losses
+from ilsgan_jax.systems import base
+from ilsgan_jax.systems.independence_prior import SYSTEM
 from ilsgan_jax.nn.composite import composite
 from ilsgan_jax.nn.layers_k import composite_back_to_front, composite_without, union_mask
 
@@ -363,3 +365,25 @@ def test_sample_grid_shows_every_instance_row():
         grid[last_mask_row : last_mask_row + r, 1 : 1 + r], to_uint8(rows[f"mask_{k - 1}"][0])
     )
     np.testing.assert_array_equal(grid[1 : 1 + r, 1 : 1 + r], to_uint8(layers["composite"][0]))
+
+
+def test_area_penalty_ramps_up_over_area_rampup_kimg():
+    """The generator loss's area term is area_weight * min(kimg / area_rampup_kimg, 1) times
+    the summed provider areas: 0 at the start, half at half the ramp, full after it."""
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight, config.loss.area_rampup_kimg = 0.5, 10.0
+    _, fgs, masks = random_layers(1, n=2, k=2)
+    bg = np.zeros((2, 8, 8, 3), np.float32)
+    layers = {
+        "provider_mask": masks,
+        "mask": masks,
+        "fg_rgb": fgs,
+        "bg_rgb": bg,
+        "union_mask": np.asarray(union_mask(masks)),
+    }
+    full_area = 0.5 * masks.mean(axis=(2, 3, 4)).sum(axis=1).mean()
+    for nimg, fraction in ((0, 0.0), (5000, 0.5), (10_000, 1.0), (40_000, 1.0)):
+        inputs = base.LossInputs(layers, layers, jnp.int32(nimg), jax.random.key(0), None)
+        total, metrics = SYSTEM.generator_loss(config, inputs)
+        np.testing.assert_allclose(float(metrics["g/area"]), fraction * full_area, rtol=1e-5)
+        np.testing.assert_allclose(float(total), fraction * full_area, rtol=1e-5)

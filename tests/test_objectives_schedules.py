@@ -74,3 +74,13 @@ def test_ils_warmup_end_is_configurable():
     cool = [float(schedules.ils_sigma(k * 1000, strategy="cool_down", warmup_kimg=4))
             for k in (5, 204, 205, 805)]
     assert cool == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_linear_rampup_rises_from_zero_to_one():
+    nimg = np.array([0, 1000, 5000, 10_000, 20_000, 10**6])
+    got = np.asarray(jax.jit(lambda n: schedules.linear_rampup(n, 10.0))(nimg))
+    np.testing.assert_allclose(got, [0.0, 0.1, 0.5, 1.0, 1.0, 1.0], atol=1e-7)
+    # No ramp: full weight from the first image.
+    assert float(schedules.linear_rampup(0, 0.0)) == 1.0
+    with pytest.raises(ValueError, match="rampup_kimg"):
+        schedules.linear_rampup(0, -1.0)

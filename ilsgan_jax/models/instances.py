@@ -284,5 +284,5 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         max_translation=layout_config.max_translation,
         layout_hidden=layout_config.hidden_features,
         layout_layers=layout_config.num_hidden_layers,
-        background_resolution=model.get("background_resolution"),
+        background_resolution=model.background_resolution,
     )

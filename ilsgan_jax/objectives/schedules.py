@@ -61,6 +61,17 @@ def ils_sigma(
     return jnp.where(kimg <= warmup_kimg, early, late).astype(jnp.float32)
 
 
+def linear_rampup(cur_nimg: int | jnp.ndarray, rampup_kimg: float) -> jnp.ndarray:
+    """A weight's multiplier `min(kimg / rampup_kimg, 1)`: 0 at the start, 1 from `rampup_kimg`
+    thousand images on (1 throughout when `rampup_kimg` is 0). [] float32 in [0, 1]."""
+    if rampup_kimg < 0:
+        raise ValueError(f"rampup_kimg must be >= 0, got {rampup_kimg}")
+    if rampup_kimg == 0:
+        return jnp.ones((), jnp.float32)
+    kimg = jnp.asarray(cur_nimg, jnp.float32) / 1000.0
+    return jnp.minimum(kimg / rampup_kimg, 1.0).astype(jnp.float32)
+
+
 def default_ema_kimg(batch_size: int) -> float:
     """StyleGAN2-ADA's EMA half-life for a batch: `10 * batch / 32` kimg."""
     return 10.0 * batch_size / 32.0

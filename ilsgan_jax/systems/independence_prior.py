@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from ilsgan_jax.models.instances import instance_generator_from_config
-from ilsgan_jax.objectives import instance_losses, mask_losses
+from ilsgan_jax.objectives import instance_losses, mask_losses, schedules
 from ilsgan_jax.systems import layered_terms
 from ilsgan_jax.systems.base import Config, Layers, LossInputs, Metrics, System
 
@@ -22,7 +22,10 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
     loss, layers = config.loss, inputs.layers
     metrics = layered_terms.zero_metrics()
     area_source = layers["provider_mask" if loss.area_mask == "provider" else "mask"]
-    total = jnp.mean(instance_losses.area_penalty(area_source, weight=loss.area_weight))
+    area_weight = loss.area_weight * schedules.linear_rampup(
+        inputs.cur_nimg, loss.area_rampup_kimg
+    )
+    total = jnp.mean(instance_losses.area_penalty(area_source, weight=area_weight))
     metrics["g/area"] = total
     if loss.instance_bin_weight > 0:
         bin_loss = instance_losses.instance_binarisation(layers["mask"])
