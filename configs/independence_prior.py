@@ -79,6 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # high; (1, 1) = no scaling) (our choice)
     config.model.layout.max_translation = 0.25  # bound of |tx|, |ty|, fraction of the image
     # width / height (our choice)
+    config.model.layout.mask_border_taper = 0.0  # the providers' masks fade to zero over this
+    # fraction of the frame at its border (0 = no fade) (our choice to offer: soft masks over
+    # the whole frame show its warped edge as a line in the composite)
     config.model.layout.hidden_features = 64  # width of the layout MLP's hidden layers
     config.model.layout.num_hidden_layers = 2  # hidden layers of the layout MLP (output starts
     # at zero = identity layout)

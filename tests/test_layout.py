@@ -183,3 +183,31 @@ def test_bad_bounds_raise(bounds, field):
 def test_bad_theta_shape_raises():
     with pytest.raises(ValueError, match="theta"):
         layout.warp(jnp.zeros((2, 8, 8, 3)), jnp.zeros((2, 3, 3)))
+
+
+def test_frame_window_matches_numpy_and_hides_the_warped_frame_edge():
+    size, taper = 16, 0.25
+    window = np.asarray(layout.frame_window(size, taper))
+    centres = (np.arange(size) + 0.5) / size
+    profile = np.clip(np.minimum(centres, 1 - centres) / taper, 0, 1)
+    np.testing.assert_allclose(window[..., 0], np.outer(profile, profile), atol=1e-7)
+    assert window[0, 0, 0] < 0.02 and window[size // 2, size // 2, 0] == 1.0
+    np.testing.assert_array_equal(np.asarray(layout.frame_window(size, 0.0)), 1.0)
+    # A uniform soft mask rotated and shrunk: without the window its frame's edge is a jump of
+    # about the mask's value between neighbouring pixels; with it, at most a window step.
+    theta = layout.affine_matrices(
+        jnp.array([[1.0, -1.0, 0.3, 0.0]]), max_rotation=0.5, scale_range=(0.7, 1.3),
+        max_translation=0.2,
+    )
+    mask = np.full((1, size, size, 1), 0.5, np.float32)
+
+    def largest_step(image):
+        image = np.asarray(image)[0, ..., 0]
+        return max(np.abs(np.diff(image, axis=0)).max(), np.abs(np.diff(image, axis=1)).max())
+
+    hard = largest_step(layout.warp(jnp.asarray(mask), theta))
+    soft = largest_step(layout.warp(jnp.asarray(mask * window[None]), theta))
+    assert hard > 0.3
+    assert soft < 0.5 / (taper * size) * 1.5
+    with pytest.raises(ValueError, match="mask_border_taper"):
+        layout.frame_window(size, 0.6)

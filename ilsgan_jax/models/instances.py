@@ -4,7 +4,8 @@ module and back-to-front composition over a background.
 `z: [N, K + 1, z_dim]` (index 0 drives the background, index k the k-th instance) ->
   'bg_rgb':        [N, R, R, 3]        background, unbounded, lives in [-1, 1]
   'provider_rgb':  [N, K, R, R, 3]     each instance as its provider drew it (before layout)
-  'provider_mask': [N, K, R, R, 1]     its soft mask in (0, 1) (before layout)
+  'provider_mask': [N, K, R, R, 1]     its soft mask in [0, 1) (before layout; times
+                                       `layout.frame_window` when mask_border_taper > 0)
   'layout_params': [N, K, 4]           unconstrained layout predictions (layout.affine_matrices)
   'layout_theta':  [N, K, 2, 3]        the sampling matrices applied
   'fg_rgb':        [N, K, R, R, 3]     instances after layout (zero outside the warped frame)
@@ -62,6 +63,8 @@ class InstanceLayeredGenerator(nn.Module):
     max_translation: float = 0.0  # layout translation bound, fraction of the image size
     layout_hidden: int = 64  # width of the layout MLP's hidden layers
     layout_layers: int = 2  # hidden layers of the layout MLP
+    mask_border_taper: float = 0.0  # width of the providers' mask fade-out at the frame
+    # border, fraction of the frame (0 = none; `layout.frame_window`)
     background_resolution: int | None = None  # the background generator's own resolution,
     # upsampled (bilinear) to `resolution`; None = `resolution`. Lower = a background that
     # cannot draw sharp objects itself (see `_background`)
@@ -97,7 +100,8 @@ class InstanceLayeredGenerator(nn.Module):
         draw_instances = self._shared_providers if self.share_providers else self._own_providers
         rgba, instance_w = draw_instances(z, mixing_z, style_kwargs, noise_mode)
         provider_rgb = rgba[..., :3]
-        provider_mask = jax.nn.sigmoid(rgba[..., 3:])
+        window = layout.frame_window(self.resolution, self.mask_border_taper)
+        provider_mask = jax.nn.sigmoid(rgba[..., 3:]) * window
 
         layout_params, theta = self._layout(instance_w)
         fg_rgb, mask = _warp_instances(provider_rgb, provider_mask, theta)
@@ -284,5 +288,6 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         max_translation=layout_config.max_translation,
         layout_hidden=layout_config.hidden_features,
         layout_layers=layout_config.num_hidden_layers,
+        mask_border_taper=layout_config.mask_border_taper,
         background_resolution=model.background_resolution,
     )

@@ -190,6 +190,23 @@ def warp(images: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
     return bilinear_sample(images, x, y)
 
 
+def frame_window(size: int, taper: float) -> jnp.ndarray:
+    """A mask window that falls linearly to zero at the frame's border: `[size, size, 1]`,
+    `w(row) * w(column)` with `w(u) = clip(min(u, 1 - u) / taper, 0, 1)` at pixel centres
+    `u = (j + 0.5) / size`; all ones for `taper = 0`.
+
+    A provider's mask multiplied by it is zero along the frame, so the frame's edge never shows
+    as a line in the composite, whatever the layout does with the frame.
+    """
+    if not 0.0 <= taper <= 0.5:
+        raise ValueError(f"model.layout.mask_border_taper must be in [0, 0.5], got {taper}")
+    if taper == 0.0:
+        return jnp.ones((size, size, 1), jnp.float32)
+    centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
+    profile = jnp.clip(jnp.minimum(centres, 1.0 - centres) / taper, 0.0, 1.0)
+    return (profile[:, None] * profile[None, :])[..., None]
+
+
 class LayoutNetwork(nn.Module):
     """Predicts each instance's unconstrained layout parameters from its latent.
 
