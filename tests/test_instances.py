@@ -13,11 +13,11 @@ from ilsgan_jax.models.instances import (
     instance_generator_from_config,
 )
 from ilsgan_jax.models.layered import LayeredGenerator, StyleGenerator
+from ilsgan_jax.nn.composite import composite
+from ilsgan_jax.nn.layers_k import composite_back_to_front, composite_without, union_mask
 from ilsgan_jax.objectives import ils, instance_losses, mask_losses
 from ilsgan_jax.systems import base
 from ilsgan_jax.systems.independence_prior import SYSTEM
-from ilsgan_jax.nn.composite import composite
-from ilsgan_jax.nn.layers_k import composite_back_to_front, composite_without, union_mask
 
 RES = 16
 TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=8, conv_clamp=256.0)
@@ -188,9 +188,7 @@ def test_low_resolution_background_is_its_own_generator_upsampled():
     small_variables = {
         collection: variables[collection]["background"] for collection in ("params", "buffers")
     }
-    bg_small = np.asarray(
-        small.apply(small_variables, z[:, 0], noise_mode="const")
-    )
+    bg_small = np.asarray(small.apply(small_variables, z[:, 0], noise_mode="const"))
     assert bg_small.shape == (2, 4, 4, 3)
     expected = jax.image.resize(bg_small, (2, RES, RES, 3), method="bilinear")
     np.testing.assert_allclose(np.asarray(layers["bg_rgb"]), np.asarray(expected), atol=1e-5)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from ilsgan_jax.models import layout
 from ilsgan_jax.models.layered import StyleGenerator
+from ilsgan_jax.models.synthesis import check_resolution
 from ilsgan_jax.nn.layers_k import composite_back_to_front, union_mask
 
 INSTANCE_LAYER_NAMES = ("bg_rgb", "fg_rgb", "mask", "union_mask", "composite")
@@ -150,16 +151,15 @@ class InstanceLayeredGenerator(nn.Module):
         upsampled bilinearly to R.
 
         A full-resolution background can draw every object of the data itself, and then the
-        area penalty empties the instances (in the one-image setting, where the crops show the
-        same few objects over and over, that is what training finds). A low-resolution
-        background can only draw blurred objects, so a sharp object is cheaper to draw as an
-        instance.
+        area penalty has every reason to empty the instances. A low-resolution background can
+        only draw blurred objects, so a sharp object is cheaper to draw as an instance.
         """
         size = self.background_resolution or self.resolution
-        if size > self.resolution or size < 4 or size & (size - 1):
+        check_resolution(size, "model.background_resolution")
+        if size > self.resolution:
             raise ValueError(
-                "model.background_resolution must be a power of two in [4, resolution = "
-                f"{self.resolution}] or None, got {self.background_resolution}"
+                f"model.background_resolution must be <= the resolution {self.resolution} or "
+                f"None, got {size}"
             )
         background = StyleGenerator(size, 3, name="background", **self._generator_kwargs())
         bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
