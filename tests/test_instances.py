@@ -128,9 +128,7 @@ def test_output_shapes_ranges_and_consistency(share_providers):
     assert mask.min() >= 0.0 and mask.max() <= 1.0
     np.testing.assert_allclose(
         np.asarray(layers["composite"]),
-        numpy_back_to_front(
-            np.asarray(layers["bg_rgb"]), np.asarray(layers["fg_rgb"]), mask
-        ),
+        numpy_back_to_front(np.asarray(layers["bg_rgb"]), np.asarray(layers["fg_rgb"]), mask),
         atol=1e-5,
     )
     # A fresh layout network predicts the identity: layout changes nothing at initialisation.
@@ -202,7 +200,47 @@ def test_low_resolution_background_is_its_own_generator_upsampled():
     )
 
 
-@pytest.mark.parametrize("size", [3, 6, 32])
+@pytest.mark.parametrize("size", [1, 2])
+def test_one_or_two_pixel_background_is_a_4px_generator_averaged_down(size):
+    """background_resolution = 1 or 2 at R = 16: a 4 px StyleGAN2 (its parameters) whose output
+    is averaged over 4 / size blocks, then resized bilinearly: 1 px is one colour per sample, 2 px
+    a bilinear patch (its rows and columns change monotonically), neither can draw a blob."""
+    generator = InstanceLayeredGenerator(
+        RES, num_instances=1, background_resolution=size, **TINY, **BOUNDS
+    )
+    z = jax.random.normal(jax.random.key(6), (3, 2, Z_DIM))
+    variables = init_generator(generator, z)
+    bg = np.asarray(apply_generator(generator, variables, z)["bg_rgb"])
+    small = StyleGenerator(4, 3, **TINY)
+    small_variables = {
+        collection: variables[collection]["background"] for collection in ("params", "buffers")
+    }
+    bg4 = np.asarray(small.apply(small_variables, z[:, 0], noise_mode="const"))
+    factor = 4 // size
+    blocks = np.array(
+        [
+            [
+                bg4[:, i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].mean(
+                    axis=(1, 2)
+                )
+                for j in range(size)
+            ]
+            for i in range(size)
+        ]
+    ).transpose(2, 0, 1, 3)  # [size, size, N, 3] -> [N, size, size, 3], no reshape
+    expected = jax.image.resize(blocks, (3, RES, RES, 3), method="bilinear")
+    np.testing.assert_allclose(bg, np.asarray(expected), atol=1e-5)
+    if size == 1:
+        np.testing.assert_allclose(
+            bg, np.broadcast_to(bg4.mean(axis=(1, 2), keepdims=True), bg.shape), atol=1e-5
+        )
+    else:
+        steps = np.diff(bg, axis=1)  # down the rows: one sign per (sample, column, channel)
+        assert np.all((steps >= -1e-6).all(axis=1) | (steps <= 1e-6).all(axis=1))
+        assert np.abs(bg[:, 0] - bg[:, -1]).max() > 1e-4  # but not constant
+
+
+@pytest.mark.parametrize("size", [0, 3, 6, 32])
 def test_bad_background_resolution_names_the_field(size):
     generator = InstanceLayeredGenerator(
         RES, num_instances=1, background_resolution=size, **TINY, **BOUNDS
@@ -239,6 +277,7 @@ def test_gradients_reach_the_layout_network():
     step = 1e-2 / np.linalg.norm(kernel_grad)
     direction = jax.tree.map(jnp.zeros_like, layout_params)
     direction["output"]["kernel"] = jnp.asarray(kernel_grad)
+
     def shifted(sign):
         return jax.tree.map(lambda p, d: p + sign * step * d, layout_params, direction)
 

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 
 from ilsgan_jax.models import layout
 from ilsgan_jax.models.layered import StyleGenerator
-from ilsgan_jax.models.synthesis import check_resolution
 from ilsgan_jax.nn.layers_k import composite_back_to_front, union_mask
 
 INSTANCE_LAYER_NAMES = ("bg_rgb", "fg_rgb", "mask", "union_mask", "composite")
@@ -66,9 +65,9 @@ class InstanceLayeredGenerator(nn.Module):
     layout_layers: int = 2  # hidden layers of the layout MLP
     mask_border_taper: float = 0.0  # width of the providers' mask fade-out at the frame
     # border, fraction of the frame (0 = none; `layout.frame_window`)
-    background_resolution: int | None = None  # the background generator's own resolution,
-    # upsampled (bilinear) to `resolution`; None = `resolution`. Lower = a background that
-    # cannot draw sharp objects itself (see `_background`)
+    background_resolution: int | None = None  # the background's own resolution (a power of
+    # two; 1 and 2 are a 4 px generator averaged down), upsampled (bilinear) to `resolution`;
+    # None = `resolution`. Lower = a background that cannot draw sharp objects (`_background`)
 
     @nn.compact
     def __call__(
@@ -152,21 +151,23 @@ class InstanceLayeredGenerator(nn.Module):
 
         A full-resolution background can draw every object of the data itself, and then the
         area penalty has every reason to empty the instances. A low-resolution background can
-        only draw blurred objects, so a sharp object is cheaper to draw as an instance.
+        only draw blurred objects, so a sharp object is cheaper to draw as an instance. At 1 or
+        2 px (a 4 px StyleGAN2 averaged down) it is a colour or a bilinear colour gradient
+        across the image, which cannot draw an object at all.
         """
-        size = self.background_resolution or self.resolution
-        check_resolution(size, "model.background_resolution")
-        if size > self.resolution:
-            raise ValueError(
-                f"model.background_resolution must be <= the resolution {self.resolution} or "
-                f"None, got {size}"
-            )
-        background = StyleGenerator(size, 3, name="background", **self._generator_kwargs())
+        size = self.background_resolution
+        size = self.resolution if size is None else size
+        _check_background_resolution(size, self.resolution)
+        drawn = max(size, 4)  # StyleGAN2 synthesis starts at 4 px
+        background = StyleGenerator(drawn, 3, name="background", **self._generator_kwargs())
         bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
         bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
+        n, channels = bg_rgb.shape[0], bg_rgb.shape[-1]
+        if size < drawn:  # 1 or 2 px: block means of the 4 px drawing
+            factor = drawn // size
+            bg_rgb = bg_rgb.reshape(n, size, factor, size, factor, channels).mean(axis=(2, 4))
         if size == self.resolution:
             return bg_rgb
-        n, channels = bg_rgb.shape[0], bg_rgb.shape[-1]
         shape = (n, self.resolution, self.resolution, channels)
         return jax.image.resize(bg_rgb, shape, method="bilinear")
 
@@ -243,6 +244,16 @@ class InstanceLayeredGenerator(nn.Module):
             max_translation=self.max_translation,
         )
         return layout_params, theta
+
+
+def _check_background_resolution(size, resolution: int) -> None:
+    """Raises ValueError naming `model.background_resolution` unless `size` is a power of two
+    (1 and 2 included) no larger than `resolution`."""
+    if not isinstance(size, int) or size < 1 or size & (size - 1) or size > resolution:
+        raise ValueError(
+            "model.background_resolution must be a power of two (1, 2, 4, ...) <= the "
+            f"resolution {resolution}, or None; got {size!r}"
+        )
 
 
 def _latent(array, index):
