@@ -81,6 +81,20 @@ def test_variant_values_reach_the_fields():
 
 
 @pytest.mark.parametrize(
+    "variant, one_image_choices",
+    [("runlocal", True), ("", False), ("runlocal,dataset=synthetic", False)],
+)
+def test_independence_prior_one_image_choices_only_at_runlocal(variant, one_image_choices):
+    """R1 gamma 1, a 2 px background and a 20 kimg area ramp (measured for one picture on a
+    2-core CPU) apply to the runlocal one-image config; the full size and other data keep the
+    heuristic gamma (-1), a full-resolution background (None) and no ramp, the paper's model."""
+    config = independence_prior.get_config(variant)
+    expected = (1.0, 2, 20.0) if one_image_choices else (-1.0, None, 0.0)
+    fields = (config.loss.r1_gamma, config.model.background_resolution)
+    assert fields + (config.loss.area_rampup_kimg,) == expected
+
+
+@pytest.mark.parametrize(
     "arg, runlocal",
     [
         ("runlocal", True),

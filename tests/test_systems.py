@@ -40,7 +40,12 @@ CASES = {
     ),
     "stylegan2": ("stylegan2", "runlocal,res=16", {}),
     "labels4free": ("labels4free", "runlocal,res=16", {"loss.bg_area_weight": 0.5}),
-    "independence_prior": ("independence_prior", "runlocal,res=16,k=2,ils=pairwise", {}),
+    # The golden file predates the one-image runlocal choices (R1 gamma, background, area ramp).
+    "independence_prior": (
+        "independence_prior",
+        "runlocal,res=16,k=2,ils=pairwise",
+        {"loss.r1_gamma": -1.0, "model.background_resolution": None, "loss.area_rampup_kimg": 0.0},
+    ),
 }
 SLOW_CASES = ("ilsgan_neural_mixing", "perturbgan_wgan_gp", "labels4free")
 
