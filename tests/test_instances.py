@@ -357,7 +357,8 @@ def test_config_builds_the_generator_it_describes():
     assert generator.num_instances == 3 and generator.share_providers
     assert generator.resolution == config.data.resolution
     assert tuple(generator.scale_range) == tuple(config.model.layout.scale_range)
-    assert generator.background_resolution is None  # the reference: a full-resolution background
+    # runlocal's one-image choice: a 2 px background (the full size keeps the paper's, None)
+    assert generator.background_resolution == config.model.background_resolution == 2
     # Its parameter tree: background, one shared provider + a [K, z_dim] embedding, layout MLP.
     z = jax.ShapeDtypeStruct((2, 4, config.model.z_dim), jnp.float32)
     shapes = jax.eval_shape(
