@@ -25,15 +25,15 @@ Single fields are overridden with flags, e.g. `--config.loss.area_weight=0.2`.
 Expected runtime and result: the generator costs 1 + K StyleGAN2 generators instead of ILSGAN's
 2, so a step is about (1 + K) / 2 times an ILSGAN step of the same size (K = 2: ~1.5x; 8000 kimg
 at 64 px would be ~3-4 days on 8 V100s; the one-image setting needs far fewer images, the
-default below is 2000 kimg). `runlocal` (32 px, 60 kimg) trains ~70 images/s on a 2-core
-CPU (~15 min). Expected outcome, after Dai et al.: each provider's mask covers one whole object of the
-cluster and little else, and the sample grids show K per-instance masks. Measured at `runlocal`
-on the built-in three-object picture (docs/experiments.md): one provider per object, the union
-mask's U-Net at IoU 0.82 on held-out crops, but only one object's own mask sharp enough for
-the per-instance route; this needs the three one-image choices of the
-runlocal branch below (R1 gamma 1, a 2 px background, an area ramp), which are ours. The full
-size keeps the paper's model and is not measured; the defaults marked "our choice" below are
-not from the paper (which gives no values we could check).
+default below is 2000 kimg). `runlocal` (32 px, 60 kimg) trains ~70 images/s on a 2-core CPU
+(~15 min). Expected outcome, after Dai et al.: each provider's mask covers one whole object of
+the cluster and little else, and the sample grids show K per-instance masks. Measured at
+`runlocal` on the built-in three-object picture (docs/experiments.md): one provider per object,
+the union mask's U-Net at IoU 0.82 on held-out crops, but only one object's own mask sharp
+enough for the per-instance route. This needs the three one-image choices of the runlocal
+branch below (R1 gamma 1, a 2 px background, an area ramp), which are ours. The full size keeps
+the paper's model and is not measured; the defaults marked "our choice" below are not from the
+paper (which gives no values we could check).
 """
 
 import math
