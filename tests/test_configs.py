@@ -90,8 +90,8 @@ def test_independence_prior_one_image_choices_only_at_runlocal(variant, one_imag
     heuristic gamma (-1), a full-resolution background (None) and no ramp, the paper's model."""
     config = independence_prior.get_config(variant)
     expected = (1.0, 2, 20.0) if one_image_choices else (-1.0, None, 0.0)
-    fields = (config.loss.r1_gamma, config.model.background_resolution)
-    assert fields + (config.loss.area_rampup_kimg,) == expected
+    loss, model = config.loss, config.model
+    assert (loss.r1_gamma, model.background_resolution, loss.area_rampup_kimg) == expected
 
 
 @pytest.mark.parametrize(

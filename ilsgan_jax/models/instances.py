@@ -162,13 +162,12 @@ class InstanceLayeredGenerator(nn.Module):
         background = StyleGenerator(drawn, 3, name="background", **self._generator_kwargs())
         bg_ws = _styles(background, z[:, 0], mixing_z=_latent(mixing_z, 0), **style_kwargs)
         bg_rgb = background.synthesis(bg_ws, noise_mode=noise_mode)
-        n, channels = bg_rgb.shape[0], bg_rgb.shape[-1]
         if size < drawn:  # 1 or 2 px: block means of the 4 px drawing
             factor = drawn // size
-            bg_rgb = bg_rgb.reshape(n, size, factor, size, factor, channels).mean(axis=(2, 4))
+            bg_rgb = nn.avg_pool(bg_rgb, (factor, factor), strides=(factor, factor))
         if size == self.resolution:
             return bg_rgb
-        shape = (n, self.resolution, self.resolution, channels)
+        shape = (bg_rgb.shape[0], self.resolution, self.resolution, bg_rgb.shape[-1])
         return jax.image.resize(bg_rgb, shape, method="bilinear")
 
     @nn.nowrap
