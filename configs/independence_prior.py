@@ -98,6 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.area_mask = "provider"  # masks the area penalty reads: 'provider' (before
     # layout; no reward for shrinking instances or pushing them out of the frame) or 'layout'
     config.loss.instance_bin_weight = 0.0  # weight of sum_k mean_HW min(m_k, 1 - m_k) (0 = off)
+    config.loss.instance_bin_start_kimg = 0.0  # the binarisation weight is 0 until this kimg,
+    # then rises linearly to instance_bin_weight over instance_bin_rampup_kimg (our choice to
+    # offer: from the start it empties the providers before they have learnt an object)
+    config.loss.instance_bin_rampup_kimg = 0.0
     config.loss.bin_weight = 0.0  # ILSGAN's binarisation of the union mask (0 = off)
     config.loss.msize_weight = 0.0  # ILSGAN's minimum-size loss on the union mask (0 = off;
     # raise it if all masks collapse to zero and the background draws everything)

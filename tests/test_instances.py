@@ -425,3 +425,27 @@ def test_area_penalty_ramps_up_over_area_rampup_kimg():
         total, metrics = SYSTEM.generator_loss(config, inputs)
         np.testing.assert_allclose(float(metrics["g/area"]), fraction * full_area, rtol=1e-5)
         np.testing.assert_allclose(float(total), fraction * full_area, rtol=1e-5)
+
+
+def test_instance_binarisation_waits_for_its_start_then_ramps():
+    """With the area penalty off, the generator loss is the binarisation term alone:
+    0 before instance_bin_start_kimg, half its weight halfway through the ramp, then
+    instance_bin_weight * sum_k mean min(m_k, 1 - m_k) (computed here with numpy)."""
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight = 0.0
+    config.loss.instance_bin_weight = 2.0
+    config.loss.instance_bin_start_kimg, config.loss.instance_bin_rampup_kimg = 30.0, 10.0
+    _, fgs, masks = random_layers(2, n=2, k=2)
+    layers = {
+        "provider_mask": masks,
+        "mask": masks,
+        "fg_rgb": fgs,
+        "bg_rgb": np.zeros((2, 8, 8, 3), np.float32),
+        "union_mask": np.asarray(union_mask(masks)),
+    }
+    full = 2.0 * np.minimum(masks, 1.0 - masks).mean(axis=(2, 3, 4)).sum(axis=1).mean()
+    assert full > 0.1
+    for nimg, fraction in ((0, 0.0), (29_000, 0.0), (35_000, 0.5), (60_000, 1.0)):
+        inputs = base.LossInputs(layers, layers, jnp.int32(nimg), jax.random.key(0), None)
+        total, _ = SYSTEM.generator_loss(config, inputs)
+        np.testing.assert_allclose(float(total), fraction * full, rtol=1e-5, atol=1e-7)

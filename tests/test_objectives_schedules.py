@@ -84,3 +84,14 @@ def test_linear_rampup_rises_from_zero_to_one():
     assert float(schedules.linear_rampup(0, 0.0)) == 1.0
     with pytest.raises(ValueError, match="rampup_kimg"):
         schedules.linear_rampup(0, -1.0)
+
+
+def test_linear_rampup_waits_for_its_start():
+    nimg = np.array([0, 29_999, 30_000, 35_000, 40_000, 10**6])
+    got = np.asarray(jax.jit(lambda n: schedules.linear_rampup(n, 10.0, start_kimg=30.0))(nimg))
+    np.testing.assert_allclose(got, [0.0, 0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    # No ramp after the start: a step from 0 to 1.
+    step = [float(schedules.linear_rampup(n, 0.0, start_kimg=30.0)) for n in (29_999, 30_000)]
+    assert step == [0.0, 1.0]
+    with pytest.raises(ValueError, match="start_kimg"):
+        schedules.linear_rampup(0, 1.0, start_kimg=-1.0)

@@ -61,15 +61,21 @@ def ils_sigma(
     return jnp.where(kimg <= warmup_kimg, early, late).astype(jnp.float32)
 
 
-def linear_rampup(cur_nimg: int | jnp.ndarray, rampup_kimg: float) -> jnp.ndarray:
-    """A weight's multiplier `min(kimg / rampup_kimg, 1)`: 0 at the start, 1 from `rampup_kimg`
-    thousand images on (1 throughout when `rampup_kimg` is 0). [] float32 in [0, 1]."""
+def linear_rampup(
+    cur_nimg: int | jnp.ndarray, rampup_kimg: float, start_kimg: float = 0.0
+) -> jnp.ndarray:
+    """A weight's multiplier: 0 until `start_kimg` thousand images, then rising linearly to 1
+    over the next `rampup_kimg` (`clip((kimg - start_kimg) / rampup_kimg, 0, 1)`; a step from 0
+    to 1 at `start_kimg` when `rampup_kimg` is 0, so 1 throughout with both 0). [] float32 in
+    [0, 1]."""
     if rampup_kimg < 0:
         raise ValueError(f"rampup_kimg must be >= 0, got {rampup_kimg}")
-    if rampup_kimg == 0:
-        return jnp.ones((), jnp.float32)
+    if start_kimg < 0:
+        raise ValueError(f"start_kimg must be >= 0, got {start_kimg}")
     kimg = jnp.asarray(cur_nimg, jnp.float32) / 1000.0
-    return jnp.minimum(kimg / rampup_kimg, 1.0).astype(jnp.float32)
+    if rampup_kimg == 0:
+        return (kimg >= start_kimg).astype(jnp.float32)
+    return jnp.clip((kimg - start_kimg) / rampup_kimg, 0.0, 1.0).astype(jnp.float32)
 
 
 def default_ema_kimg(batch_size: int) -> float:

@@ -29,7 +29,10 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
     metrics["g/area"] = total
     if loss.instance_bin_weight > 0:
         bin_loss = instance_losses.instance_binarisation(layers["mask"])
-        total = total + loss.instance_bin_weight * jnp.mean(bin_loss)
+        bin_weight = loss.instance_bin_weight * schedules.linear_rampup(
+            inputs.cur_nimg, loss.instance_bin_rampup_kimg, loss.instance_bin_start_kimg
+        )
+        total = total + bin_weight * jnp.mean(bin_loss)
         metrics["g/binarisation"] = jnp.mean(bin_loss)
     union = layers["union_mask"]
     if loss.bin_weight > 0 or loss.msize_weight > 0:
