@@ -314,6 +314,23 @@ def test_area_penalty_and_binarisation_match_numpy():
         instance_losses.area_penalty(masks[:, 0], weight=1.0)
 
 
+def test_min_area_penalty_lifts_only_instances_below_the_floor():
+    """sum_k relu(floor - batch-mean area of k): a numpy reference, and a gradient that is
+    negative (raises the mask) on every pixel of an instance below the floor and 0 on one above."""
+    rng = np.random.default_rng(3)
+    masks = rng.uniform(0, 1, (4, 3, 8, 8, 1)).astype(np.float32)
+    masks[:, 0] *= 0.02  # instance 0: mean area ~0.01, below the floor
+    masks[:, 1] *= 0.04  # instance 1: ~0.02, below the floor
+    floor = 0.2
+    expected = np.maximum(floor - masks.mean(axis=(0, 2, 3, 4)), 0.0).sum()
+    got = instance_losses.min_area_penalty(masks, min_area=floor)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+    assert masks[:, 2].mean() > floor
+    grad = np.asarray(jax.grad(lambda m: instance_losses.min_area_penalty(m, min_area=floor))(masks))
+    np.testing.assert_allclose(grad[:, :2], -1.0 / (4 * 8 * 8), rtol=1e-6)
+    np.testing.assert_array_equal(grad[:, 2], 0.0)
+
+
 def test_pairwise_ils_is_ilsgan_ils_per_instance():
     bg, fgs, masks = random_layers(7, n=4, k=3)
     key = jax.random.key(8)
@@ -449,3 +466,23 @@ def test_instance_binarisation_waits_for_its_start_then_ramps():
         inputs = base.LossInputs(layers, layers, jnp.int32(nimg), jax.random.key(0), None)
         total, _ = SYSTEM.generator_loss(config, inputs)
         np.testing.assert_allclose(float(total), fraction * full, rtol=1e-5, atol=1e-7)
+
+
+def test_generator_loss_adds_the_weighted_min_area_floor():
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight = 0.0
+    config.loss.instance_min_area, config.loss.instance_min_area_weight = 0.9, 3.0
+    _, fgs, masks = random_layers(4, n=2, k=2)
+    layers = {
+        "provider_mask": masks,
+        "mask": masks,
+        "fg_rgb": fgs,
+        "bg_rgb": np.zeros((2, 8, 8, 3), np.float32),
+        "union_mask": np.asarray(union_mask(masks)),
+    }
+    inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
+    total, metrics = SYSTEM.generator_loss(config, inputs)
+    floor = np.maximum(0.9 - masks.mean(axis=(0, 2, 3, 4)), 0.0).sum()
+    assert floor > 0.5
+    np.testing.assert_allclose(float(metrics["g/min_area"]), floor, rtol=1e-5)
+    np.testing.assert_allclose(float(total), 3.0 * floor, rtol=1e-5)

@@ -3,6 +3,8 @@
 - Area penalty: `lambda_area * sum_k mean_{HW} m_k`, per sample. Every provider is pushed to
   the smallest mask that still makes the composite look real, i.e. one that covers exactly one
   whole instance.
+- Minimum area (optional, our addition; not in Dai et al.): a floor under every instance's
+  batch-mean area, so that no provider is emptied for good by the area penalty.
 - Binarisation (optional): ILSGAN's `mean_{HW} min(m, 1 - m)` on every instance, summed over k.
 - Pairwise ILS (optional, our addition; not in Dai et al.): ILSGAN's ILS term between every
   instance and "the rest of the scene". For instance k the foreground layer is (f_k, m_k) and
@@ -57,6 +59,23 @@ def area_penalty(masks: jnp.ndarray, *, weight: float | jnp.ndarray) -> jnp.ndar
       [N] float32 in [0, weight * K].
     """
     return weight * jnp.sum(instance_areas(masks), axis=1)
+
+
+def min_area_penalty(masks: jnp.ndarray, *, min_area: float) -> jnp.ndarray:
+    """`sum_k relu(min_area - mean_{N,HW} m_k)`: a floor under every instance's batch-mean area.
+
+    The floor is on the mean over the batch, so a provider may leave single samples empty (an
+    object absent from a crop) but cannot empty itself for good, after which its mask logits
+    would get almost no gradient back.
+
+    Args:
+      masks: [N, K, H, W, 1] float32 in [0, 1].
+      min_area: the floor, in [0, 1].
+
+    Returns:
+      [] float32 in [0, K * min_area].
+    """
+    return jnp.sum(jax.nn.relu(min_area - jnp.mean(instance_areas(masks), axis=0)))
 
 
 def instance_binarisation(masks: jnp.ndarray) -> jnp.ndarray:

@@ -1,7 +1,7 @@
 """The Independence-prior GAN (Dai et al., 2019): K instance providers, a spatial-transformer
 layout module and back-to-front composition over a background
 (`models.instances.InstanceLayeredGenerator`), with the per-instance area penalty, optional
-per-instance binarisation, the union mask's regularisers and optional pairwise ILS."""
+per-instance minimum area and binarisation, the union mask's regularisers and optional pairwise ILS."""
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,10 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
     )
     total = jnp.mean(instance_losses.area_penalty(area_source, weight=area_weight))
     metrics["g/area"] = total
+    if loss.instance_min_area_weight > 0:
+        floor = instance_losses.min_area_penalty(area_source, min_area=loss.instance_min_area)
+        total = total + loss.instance_min_area_weight * floor
+        metrics["g/min_area"] = floor
     if loss.instance_bin_weight > 0:
         bin_loss = instance_losses.instance_binarisation(layers["mask"])
         bin_weight = loss.instance_bin_weight * schedules.linear_rampup(
