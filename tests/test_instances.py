@@ -329,6 +329,8 @@ def test_min_area_penalty_lifts_only_instances_below_the_floor():
     grad = np.asarray(jax.grad(lambda m: instance_losses.min_area_penalty(m, min_area=floor))(masks))
     np.testing.assert_allclose(grad[:, :2], -1.0 / (4 * 8 * 8), rtol=1e-6)
     np.testing.assert_array_equal(grad[:, 2], 0.0)
+    with pytest.raises(ValueError, match="loss.instance_min_area"):
+        instance_losses.min_area_penalty(masks, min_area=1.5)
 
 
 def test_pairwise_ils_is_ilsgan_ils_per_instance():

@@ -75,6 +75,8 @@ def min_area_penalty(masks: jnp.ndarray, *, min_area: float) -> jnp.ndarray:
     Returns:
       [] float32 in [0, K * min_area].
     """
+    if not 0.0 <= min_area <= 1.0:
+        raise ValueError(f"min_area (loss.instance_min_area) must be in [0, 1], got {min_area}")
     return jnp.sum(jax.nn.relu(min_area - jnp.mean(instance_areas(masks), axis=0)))
 
 
