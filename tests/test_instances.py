@@ -326,7 +326,11 @@ def test_min_area_penalty_lifts_only_instances_below_the_floor():
     got = instance_losses.min_area_penalty(masks, min_area=floor)
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
     assert masks[:, 2].mean() > floor
-    grad = np.asarray(jax.grad(lambda m: instance_losses.min_area_penalty(m, min_area=floor))(masks))
+
+    def penalty(m):
+        return instance_losses.min_area_penalty(m, min_area=floor)
+
+    grad = np.asarray(jax.grad(penalty)(masks))
     np.testing.assert_allclose(grad[:, :2], -1.0 / (4 * 8 * 8), rtol=1e-6)
     np.testing.assert_array_equal(grad[:, 2], 0.0)
     with pytest.raises(ValueError, match="loss.instance_min_area"):
