@@ -428,20 +428,25 @@ def test_sample_grid_shows_every_instance_row():
     np.testing.assert_array_equal(grid[1 : 1 + r, 1 : 1 + r], to_uint8(layers["composite"][0]))
 
 
+def loss_layers(fgs: np.ndarray, masks: np.ndarray) -> dict:
+    """The layers the generator loss reads: the same masks before and after layout, a black
+    background and their union."""
+    return {
+        "provider_mask": masks,
+        "mask": masks,
+        "fg_rgb": fgs,
+        "bg_rgb": np.zeros(fgs.shape[:1] + fgs.shape[2:], np.float32),
+        "union_mask": np.asarray(union_mask(masks)),
+    }
+
+
 def test_area_penalty_ramps_up_over_area_rampup_kimg():
     """The generator loss's area term is area_weight * min(kimg / area_rampup_kimg, 1) times
     the summed provider areas: 0 at the start, half at half the ramp, full after it."""
     config = independence_prior.get_config("runlocal,k=2")
     config.loss.area_weight, config.loss.area_rampup_kimg = 0.5, 10.0
     _, fgs, masks = random_layers(1, n=2, k=2)
-    bg = np.zeros((2, 8, 8, 3), np.float32)
-    layers = {
-        "provider_mask": masks,
-        "mask": masks,
-        "fg_rgb": fgs,
-        "bg_rgb": bg,
-        "union_mask": np.asarray(union_mask(masks)),
-    }
+    layers = loss_layers(fgs, masks)
     full_area = 0.5 * masks.mean(axis=(2, 3, 4)).sum(axis=1).mean()
     for nimg, fraction in ((0, 0.0), (5000, 0.5), (10_000, 1.0), (40_000, 1.0)):
         inputs = base.LossInputs(layers, layers, jnp.int32(nimg), jax.random.key(0), None)
@@ -459,13 +464,7 @@ def test_instance_binarisation_waits_for_its_start_then_ramps():
     config.loss.instance_bin_weight = 2.0
     config.loss.instance_bin_start_kimg, config.loss.instance_bin_rampup_kimg = 30.0, 10.0
     _, fgs, masks = random_layers(2, n=2, k=2)
-    layers = {
-        "provider_mask": masks,
-        "mask": masks,
-        "fg_rgb": fgs,
-        "bg_rgb": np.zeros((2, 8, 8, 3), np.float32),
-        "union_mask": np.asarray(union_mask(masks)),
-    }
+    layers = loss_layers(fgs, masks)
     full = 2.0 * np.minimum(masks, 1.0 - masks).mean(axis=(2, 3, 4)).sum(axis=1).mean()
     assert full > 0.1
     for nimg, fraction in ((0, 0.0), (29_000, 0.0), (35_000, 0.5), (60_000, 1.0)):
@@ -479,13 +478,7 @@ def test_generator_loss_adds_the_weighted_min_area_floor():
     config.loss.area_weight = 0.0
     config.loss.instance_min_area, config.loss.instance_min_area_weight = 0.9, 3.0
     _, fgs, masks = random_layers(4, n=2, k=2)
-    layers = {
-        "provider_mask": masks,
-        "mask": masks,
-        "fg_rgb": fgs,
-        "bg_rgb": np.zeros((2, 8, 8, 3), np.float32),
-        "union_mask": np.asarray(union_mask(masks)),
-    }
+    layers = loss_layers(fgs, masks)
     inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
     total, metrics = SYSTEM.generator_loss(config, inputs)
     floor = np.maximum(0.9 - masks.mean(axis=(0, 2, 3, 4)), 0.0).sum()
