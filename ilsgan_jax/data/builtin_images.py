@@ -4,6 +4,13 @@ Each is a scene of the synthetic renderer (synthetic_scenes.render_multi_object_
 of the synthetic data set's shape and texture distributions, apart from each other, over one
 'noise' background (at x0.25 noise, as the quick-start synthetic data), with the exact mask of
 every object, so that per-instance masks can be scored without any annotation file.
+
+'multi_object_k{K}' shows every object once, so the objects' relative places are the same in
+every crop that holds two of them. 'multi_object_k3_x4' stamps each of its 3 objects at 4
+places (copies of one object at least 0.4 of the side apart), so crops show the objects in
+changing combinations and relative places, as crops of a cluster of objects do: the
+independence prior's assumption that instances are placed independently roughly holds there.
+Its masks are per object (the union of the object's copies).
 """
 
 import dataclasses
@@ -16,13 +23,17 @@ from ilsgan_jax.data import synthetic_scenes
 @dataclasses.dataclass(frozen=True)
 class BuiltinImage:
     """num_objects: K; side: image side in pixels; seed: the renderer's seed; background_noise:
-    the backgrounds' noise multiplier; total_area: the objects' summed area / image area."""
+    the backgrounds' noise multiplier; total_area: the objects' summed area / image area, copies
+    included; copies: places per object; copy_distance: least centre distance of two copies,
+    fraction of the side."""
 
     num_objects: int
     side: int
     seed: int
     background_noise: float
     total_area: float
+    copies: int = 1
+    copy_distance: float = 0.0
 
 
 BUILTIN_IMAGES = {
@@ -30,6 +41,16 @@ BUILTIN_IMAGES = {
         num_objects=count, side=128, seed=0, background_noise=0.25, total_area=0.2
     )
     for count in (2, 3, 4)
+} | {
+    "multi_object_k3_x4": BuiltinImage(
+        num_objects=3,
+        side=256,
+        seed=0,
+        background_noise=0.25,
+        total_area=0.3,
+        copies=4,
+        copy_distance=0.4,
+    )
 }
 
 
@@ -54,5 +75,7 @@ def render_builtin_image(name: str) -> dict[str, np.ndarray]:
         spec.side,
         total_area=spec.total_area,
         background_noise=spec.background_noise,
+        copies=spec.copies,
+        copy_distance=spec.copy_distance,
     )
     return {"image": scene["image"], "masks": scene["masks"]}
