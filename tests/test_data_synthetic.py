@@ -442,3 +442,53 @@ def test_multi_object_scene_is_deterministic_and_checks_its_arguments():
         synthetic_scenes.render_multi_object_scene(np.random.default_rng(0), 2, 32, total_area=0.9)
     with pytest.raises(ValueError, match="num_objects"):
         synthetic_scenes.render_multi_object_scene(np.random.default_rng(0), 0, 32)
+
+
+def test_scene_copies_are_one_object_stamped_apart_and_masked_as_one():
+    resolution, count, copies, distance = 96, 2, 3, 0.3
+    scene = synthetic_scenes.render_multi_object_scene(
+        np.random.default_rng(2),
+        count,
+        resolution,
+        total_area=0.24,
+        copies=copies,
+        copy_distance=distance,
+        return_layers=True,
+    )
+    coverage, masks = scene["coverage"], scene["masks"]
+    assert coverage.shape == (count * copies, resolution, resolution)
+    assert masks.shape == (resolution, resolution, count)
+    inside = coverage > 0.5
+    # Object k's mask is exactly the union of its copies (rows k * copies ...), disjoint.
+    union = inside.reshape(count, copies, resolution, resolution).any(axis=1)
+    np.testing.assert_array_equal(masks >= 128, np.moveaxis(union, 0, -1))
+    assert (masks > 0).sum(-1).max() <= 1
+    areas = inside.sum(axis=(1, 2)).reshape(count, copies)
+    y, x = np.mgrid[:resolution, :resolution]
+    centres = np.stack(
+        [(inside * x).sum((1, 2)), (inside * y).sum((1, 2))], axis=-1
+    ) / inside.sum((1, 2))[:, None]
+    for k in range(count):
+        # The same shape and size at every place (pixel counts within anti-aliasing noise) ...
+        assert np.ptp(areas[k]) <= 0.06 * areas[k].mean()
+        # ... the copies' centres at least copy_distance of the side apart ...
+        rows = centres[k * copies : (k + 1) * copies]
+        gaps = np.linalg.norm(rows[:, None] - rows[None], axis=-1)[np.triu_indices(copies, 1)]
+        assert gaps.min() > distance * resolution - 1.0
+        # ... and the same base colour: the copies' mean colours are close, the objects' differ.
+        solid = coverage[k * copies : (k + 1) * copies] == 1.0
+        colours = [scene["foreground"][k * copies + c][solid[c]].mean(0) for c in range(copies)]
+        assert np.abs(np.array(colours) - colours[0]).max() < 0.1
+    first_colours = [scene["foreground"][k * copies][coverage[k * copies] == 1.0].mean(0)
+                     for k in range(count)]
+    assert np.abs(first_colours[0] - first_colours[1]).max() > 0.1
+
+
+def test_scene_copies_check_their_arguments():
+    render = synthetic_scenes.render_multi_object_scene
+    with pytest.raises(ValueError, match="copies"):
+        render(np.random.default_rng(0), 2, 32, copies=0)
+    with pytest.raises(ValueError, match="copy_distance"):
+        render(np.random.default_rng(0), 2, 32, copies=2, copy_distance=1.0)
+    with pytest.raises(ValueError, match="cannot place"):
+        render(np.random.default_rng(0), 2, 64, total_area=0.1, copies=4, copy_distance=0.9)
