@@ -105,8 +105,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # layout; no reward for shrinking instances or pushing them out of the frame) or 'layout'
     config.loss.instance_min_area = 0.03  # floor under each provider's batch-mean area
     config.loss.instance_min_area_weight = 0.0  # weight of sum_k relu(instance_min_area -
-    # mean_{N,HW} m_k) on the masks the area penalty reads (0 = off) (our choice to offer: an
-    # emptied provider gets almost no gradient back and never learns an object)
+    # mean_{N,HW} m_k) (0 = off) (our choice to offer: an emptied provider gets almost no
+    # gradient back and never learns an object)
+    config.loss.instance_min_area_mask = "provider"  # masks the floor reads: 'provider'
+    # (before layout) or 'layout' (as drawn: the layout cannot hide a provider's mask outside
+    # the image to meet the floor)
     config.loss.instance_bin_weight = 0.0  # weight of sum_k mean_HW min(m_k, 1 - m_k) (0 = off)
     config.loss.instance_bin_start_kimg = 0.0  # the binarisation weight is 0 until this kimg,
     # then rises linearly to instance_bin_weight over instance_bin_rampup_kimg (our choice to

@@ -485,3 +485,34 @@ def test_generator_loss_adds_the_weighted_min_area_floor():
     assert floor > 0.5
     np.testing.assert_allclose(float(metrics["g/min_area"]), floor, rtol=1e-5)
     np.testing.assert_allclose(float(total), 3.0 * floor, rtol=1e-5)
+
+
+@pytest.mark.parametrize("choice, source", [("provider", "provider_mask"), ("layout", "mask")])
+def test_min_area_floor_reads_the_masks_its_field_names(choice, source):
+    """With the provider's masks full and the laid-out ones moved out of the image (zero), the
+    floor is 0 on the provider's masks and K * min_area on the laid-out ones."""
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight = 0.0
+    config.loss.instance_min_area, config.loss.instance_min_area_weight = 0.05, 2.0
+    config.loss.instance_min_area_mask = choice
+    _, fgs, masks = random_layers(5, n=2, k=2)
+    layers = loss_layers(fgs, masks)
+    layers["provider_mask"] = np.ones_like(masks)
+    layers["mask"] = np.zeros_like(masks)
+    inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
+    total, metrics = SYSTEM.generator_loss(config, inputs)
+    expected = 2 * 0.05 if source == "mask" else 0.0
+    np.testing.assert_allclose(float(metrics["g/min_area"]), expected, atol=1e-7)
+    np.testing.assert_allclose(float(total), 2.0 * expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("key", ["area_mask", "instance_min_area_mask"])
+def test_unknown_area_mask_choice_names_the_field(key):
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.instance_min_area_weight = 1.0
+    config.loss[key] = "warped"
+    _, fgs, masks = random_layers(6, n=2, k=2)
+    layers = loss_layers(fgs, masks)
+    inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
+    with pytest.raises(ValueError, match=f"loss.{key} must be one of"):
+        SYSTEM.generator_loss(config, inputs)

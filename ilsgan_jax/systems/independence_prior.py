@@ -18,18 +18,32 @@ def latent_shape(config: Config, batch: int) -> tuple[int, ...]:
     return (batch, config.model.num_instances + 1, config.model.z_dim)
 
 
+AREA_MASK_CHOICES = {"provider": "provider_mask", "layout": "mask"}
+
+
+def _masks_read_by(layers: Layers, choice: str, key: str) -> jnp.ndarray:
+    """The instance masks `[N, K, R, R, 1]` an area term reads: 'provider' (before layout) or
+    'layout' (after layout, as drawn in the image); `key` names the config field in errors."""
+    if choice not in AREA_MASK_CHOICES:
+        raise ValueError(f"{key} must be one of {sorted(AREA_MASK_CHOICES)}, got {choice!r}")
+    return layers[AREA_MASK_CHOICES[choice]]
+
+
 def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Metrics]:
     """Area penalty per instance (+ options) on the K instance masks: (scalar, metrics)."""
     loss, layers = config.loss, inputs.layers
     metrics = layered_terms.zero_metrics()
-    area_source = layers["provider_mask" if loss.area_mask == "provider" else "mask"]
+    area_source = _masks_read_by(layers, loss.area_mask, "loss.area_mask")
     area_weight = loss.area_weight * schedules.linear_rampup(
         inputs.cur_nimg, loss.area_rampup_kimg
     )
     total = jnp.mean(instance_losses.area_penalty(area_source, weight=area_weight))
     metrics["g/area"] = total
     if loss.instance_min_area_weight > 0:
-        floor = instance_losses.min_area_penalty(area_source, min_area=loss.instance_min_area)
+        floor_source = _masks_read_by(
+            layers, loss.instance_min_area_mask, "loss.instance_min_area_mask"
+        )
+        floor = instance_losses.min_area_penalty(floor_source, min_area=loss.instance_min_area)
         total = total + loss.instance_min_area_weight * floor
         metrics["g/min_area"] = floor
     if loss.instance_bin_weight > 0:
