@@ -18,7 +18,8 @@
 
 Which masks to penalise is the caller's choice: `provider_mask` (before layout) does not reward
 the layout for shrinking instances or pushing them out of the frame; `mask` (after layout)
-measures the area actually drawn. The config field `loss.area_mask` names the choice.
+measures the area actually drawn. The config fields `loss.area_mask` (the penalty) and
+`loss.instance_min_area_mask` (the floor) name the choice.
 """
 
 from typing import NamedTuple
