@@ -11,8 +11,9 @@ on the same test set; PerturbGAN and Labels4Free are also scored by their own ro
   python launch/compare_systems.py --workdir=runs/ip_area02 --systems=independence_prior \
       --set=loss.area_weight=0.2   # a changed setting, in a workdir of its own
 
-Expected runtime: about `--budget_minutes` (25) per row and seed on a 2-core CPU, so the default
-table (6 rows, seed 0) takes ~2.5 hours. `--smoke` takes ~2 CPU-minutes with a warm compilation
+Expected runtime: about `--budget_minutes` (25) per row and seed on a 2-core CPU; the
+Independence-prior row gets 2.6 times that (its 100 kimg: ~30 minutes at 75 images/s, ~57 at 34),
+so the default table (6 rows, seed 0) takes ~2.6-3.1 hours. `--smoke` takes ~2 CPU-minutes with a warm compilation
 cache, ~4 from a cold one (compiling dominates).
 
 Writes WORKDIR/results.json and WORKDIR/results.md, and per row the last sample grid and the
@@ -28,7 +29,9 @@ from absl import app, flags, logging
 _SYSTEMS = flags.DEFINE_list("systems", [], "Rows to run (comma-separated); default: all.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed) to run each row with.")
 _BUDGET = flags.DEFINE_float(
-    "budget_minutes", 25.0, "Wall time per row and seed, export and U-Net included."
+    "budget_minutes",
+    25.0,
+    "Wall time per row and seed, export and U-Net included, times the row's budget_scale.",
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the runs and the results table.")
 _SMOKE = flags.DEFINE_bool(

@@ -4,6 +4,7 @@ the picture of every row's samples, resuming (finished rows are skipped, finishe
 not run again), a failed row recorded with its reason while the other rows run, the unknown-row
 and too-small-budget errors, and the budget plan at the runlocal size."""
 
+import dataclasses
 import json
 import math
 import os
@@ -257,6 +258,26 @@ def test_too_small_budget_fails_before_training(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_row_with_a_budget_scale_gets_that_multiple_and_names_the_least_flag(tmp_path):
+    """The one-image row's budget is budget_scale x --budget_minutes: at 25 its GAN stage gets
+    25 x scale less the export, 1 + K U-Nets and the set-up; too small a flag is refused with the
+    least --budget_minutes (its row minimum / scale, rounded up to 0.1) before anything runs."""
+    row, size = compare_rows.ROWS["independence_prior"], compare_rows.RUNLOCAL
+    assert row.budget_scale > 1
+    assert row.budget_minutes(25.0) == pytest.approx(25.0 * row.budget_scale)
+    fixed = 0.5 + (1 + compare_rows.NUM_INSTANCES) * 2.5 + 1.0
+    least = math.ceil((fixed + 2.0) / row.budget_scale * 10) / 10
+    with pytest.raises(
+        compare_budget.BudgetTooSmall,
+        match=rf"--budget_minutes=5 is too small for row 'independence_prior': it needs at least "
+        rf"{least:g} minutes \(its budget is {row.budget_scale:g} x that\)",
+    ):
+        compare.run_comparison(["independence_prior"], [0], str(tmp_path), budget_minutes=5)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="budget_scale must be > 0"):
+        dataclasses.replace(row, budget_scale=0.0)
+
+
 def test_runlocal_budget_plan():
     """At 25 minutes: one-stage rows train 21 minutes (as the quick start); PerturbGAN keeps 15%
     for its encoder; Labels4Free splits its GAN time 60/40 after two U-Nets and two set-ups; the
@@ -366,6 +387,13 @@ def test_runlocal_configs_are_valid():
             assert config.train.time_budget_minutes == 0.0  # set per attempt
         if row.name == "independence_prior":
             assert config.data.name == "single_image" and config.model.num_instances == 3
+            # the measured setting on the moving-objects picture (docs/experiments.md, run v)
+            assert config.data.builtin_image == "multi_object_k3_x4"
+            assert tuple(config.data.crop_fraction) == (0.25, 0.45)
+            assert config.loss.instance_min_area_weight == 10.0
+            assert config.loss.instance_min_area_mask == "layout"
+            assert config.loss.area_rampup_kimg == 50.0 and config.train.total_kimg == 100.0
+            assert config.loss.r1_gamma == 1.0 and config.model.background_resolution == 2
         else:
             assert config.data.name == "synthetic"
     alpha = compare.RowRun(

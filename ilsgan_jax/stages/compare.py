@@ -326,7 +326,9 @@ def run_comparison(
     info = compare_report.machine()
     jobs = [(row, seed) for row in rows for seed in seeds]
     stored = {(row.name, seed): _stored_result(workdir, row, seed) for row, seed in jobs}
-    pending = sum(result is None or result["status"] != "ok" for result in stored.values())
+    pending = {job for job, result in stored.items() if result is None or result["status"] != "ok"}
+    rows_by_name = {row.name: row for row in rows}
+    minutes_left = sum(rows_by_name[name].budget_minutes(budget_minutes) for name, _ in pending)
     results = []
     for number, (row, seed) in enumerate(jobs, start=1):
         path = result_path(workdir, row.name, seed)
@@ -337,6 +339,7 @@ def run_comparison(
             )
             results.append(previous)
             continue
+        row_budget = row.budget_minutes(budget_minutes)
         logging.info(
             "compare %d/%d: %s seed %d (%s), budget %.0f min; the table has about %.0f min left",
             number,
@@ -344,16 +347,16 @@ def run_comparison(
             row.name,
             seed,
             row.description,
-            budget_minutes,
-            budget_minutes * pending,
+            row_budget,
+            minutes_left,
         )
-        pending -= 1
+        minutes_left -= row_budget
         base = {
-            **_base_result(row, seed, the_size, budget_minutes, info),
+            **_base_result(row, seed, the_size, row_budget, info),
             "overrides": dict(overrides),
         }
         run_dir = os.path.join(workdir, row.name)
-        result = _run_row(row, seed, the_size, budget_minutes, run_dir, data_dir, overrides, base)
+        result = _run_row(row, seed, the_size, row_budget, run_dir, data_dir, overrides, base)
         atomic.write_json(path, result)
         results.append(result)
         _write_tables(workdir, the_size)
@@ -390,8 +393,9 @@ def _check_arguments(
         raise ValueError("no seeds given")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    measured = measured_minutes(read_results(workdir), the_size)
     for row in rows:  # every budget checked before anything trains
-        plan_row(row, the_size, budget_minutes, measured_minutes(read_results(workdir), the_size))
+        plan_row(row, the_size, row.budget_minutes(budget_minutes), measured)
     return rows, the_size, workdir
 
 

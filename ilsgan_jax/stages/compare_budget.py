@@ -52,8 +52,9 @@ def measured_minutes(results: list[dict], size: Size) -> dict[str, float]:
 
 
 def plan_row(row: Row, size: Size, budget_minutes: float, measured: dict[str, float]) -> Plan:
-    """The row's budget plan; raises BudgetTooSmall when the GAN stages would get less than
-    `size.min_gan_minutes` each."""
+    """The row's budget plan for a budget of `budget_minutes` (the row's own: its
+    `budget_scale` x --budget_minutes); raises BudgetTooSmall, naming the least
+    --budget_minutes, when the GAN stages would get less than `size.min_gan_minutes` each."""
     export = measured.get("export", size.export_minutes)
     segmenter = measured.get("segmenter", size.segmenter_minutes)
     stages = len(row.stages)
@@ -65,8 +66,11 @@ def plan_row(row: Row, size: Size, budget_minutes: float, measured: dict[str, fl
     plan = Plan(budget=budget_minutes, post_gan=post_gan, gan=gan, minimum=minimum)
     if budget_minutes < minimum:
         raise BudgetTooSmall(
-            f"--budget_minutes={budget_minutes:g} is too small for row {row.name!r}: it needs "
-            f"at least {math.ceil(minimum * 10) / 10:g} minutes (export ~{export:.1f} min, "
+            f"--budget_minutes={budget_minutes / row.budget_scale:g} is too small for row "
+            f"{row.name!r}: it needs at least "
+            f"{math.ceil(minimum / row.budget_scale * 10) / 10:g} minutes"
+            + (f" (its budget is {row.budget_scale:g} x that)" if row.budget_scale != 1 else "")
+            + f" (export ~{export:.1f} min, "
             f"{num_unets(row)} U-Net(s) ~{segmenter:.1f} min each, {stages} GAN stage(s) of "
             f">= {size.min_gan_minutes:g} min + {size.gan_overhead_minutes:g} min set-up"
             + (f", {encoder_share:.0%} for the encoder" if encoder_share else "")
