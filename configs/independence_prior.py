@@ -35,18 +35,17 @@ per-instance route scores 0.52-0.69 for the best object and 0.04-0.20 for the wo
 needs the three one-image choices of the runlocal branch below (R1 gamma 1, a 2 px background,
 an area ramp), which are ours. On the picture whose objects move relative to each other,
 each provider draws one object (seed 0: orange 0.93, magenta 0.46, blue 0.57 per object, the
-union 0.890) with
+union 0.890): the row of `make compare` (`python launch/compare_systems.py
+--systems=independence_prior`, ~57 minutes on a slow 2-core CPU), which sets
 
-  python launch/compare_systems.py --systems=independence_prior --budget_minutes=70 \
-      --set=data.builtin_image=multi_object_k3_x4 "--set=data.crop_fraction=(0.25,0.45)" \
-      --set=loss.instance_min_area_weight=10 --set=loss.instance_min_area_mask=layout \
-      --set=loss.area_rampup_kimg=50 --set=train.total_kimg=100
+  --config.data.builtin_image=multi_object_k3_x4 --config.data.crop_fraction='(0.25, 0.45)'
+  --config.loss.instance_min_area_weight=10 --config.loss.instance_min_area_mask=layout
+  --config.loss.area_rampup_kimg=50 --config.train.total_kimg=100
 
-(the same fields as `--config.` flags for `ilsgan_jax.main` with `:runlocal,k=3`); with the
-floor on the providers' own masks, the layout hides one provider outside the crop and another
-draws two objects by its latent. The full size keeps the paper's model and is not measured;
-the defaults marked "our choice" below are not from the paper (which gives no values we could
-check).
+on `:runlocal,k=3` (the same as flags of `ilsgan_jax.main`). With the floor on the providers' own
+masks instead, the layout hides one provider outside the crop and another draws two objects
+by its latent. The full size keeps the paper's model and is not measured; the defaults marked
+"our choice" below are not from the paper (which gives no values we could check).
 """
 
 import math
