@@ -35,8 +35,9 @@ per-instance route scores 0.52-0.69 for the best object and 0.04-0.20 for the wo
 needs the three one-image choices of the runlocal branch below (R1 gamma 1, a 2 px background,
 an area ramp), which are ours. On the picture whose objects move relative to each other,
 each provider draws one object in seed 0 (orange 0.93, magenta 0.46, blue 0.57 per object,
-the union 0.890; seed 1: 0.87, 0.37, 0.07, one provider draws two objects): the row of `make compare` (`python launch/compare_systems.py
---systems=independence_prior`, ~57 minutes on a slow 2-core CPU), which sets
+the union 0.890; seed 1: 0.87, 0.37, 0.07, one provider draws two objects): the row of
+`make compare` (`python launch/compare_systems.py --systems=independence_prior`, ~57 minutes
+on a slow 2-core CPU), which sets
 
   --config.data.builtin_image=multi_object_k3_x4 --config.data.crop_fraction='(0.25, 0.45)'
   --config.loss.instance_min_area_weight=10 --config.loss.instance_min_area_mask=layout
