@@ -326,9 +326,11 @@ def run_comparison(
     info = compare_report.machine()
     jobs = [(row, seed) for row in rows for seed in seeds]
     stored = {(row.name, seed): _stored_result(workdir, row, seed) for row, seed in jobs}
-    pending = {job for job, result in stored.items() if result is None or result["status"] != "ok"}
-    rows_by_name = {row.name: row for row in rows}
-    minutes_left = sum(rows_by_name[name].budget_minutes(budget_minutes) for name, _ in pending)
+    minutes_left = sum(
+        row.budget_minutes(budget_minutes)
+        for row, seed in jobs
+        if stored[row.name, seed] is None or stored[row.name, seed]["status"] != "ok"
+    )
     results = []
     for number, (row, seed) in enumerate(jobs, start=1):
         path = result_path(workdir, row.name, seed)
