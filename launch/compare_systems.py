@@ -11,10 +11,12 @@ on the same test set; PerturbGAN and Labels4Free are also scored by their own ro
   python launch/compare_systems.py --workdir=runs/ip_area02 --systems=independence_prior \
       --set=loss.area_weight=0.2   # a changed setting, in a workdir of its own
 
-Expected runtime: about `--budget_minutes` (25) per row and seed on a 2-core CPU; the
-Independence-prior row gets 2.6 times that (its 100 kimg: ~30 minutes at 75 images/s, ~57 at 34),
-so the default table (6 rows, seed 0) takes ~2.6-3.1 hours. `--smoke` takes ~2 CPU-minutes with a warm compilation
-cache, ~4 from a cold one (compiling dominates).
+Expected runtime: at most `--budget_minutes` (25) per row and seed on a 2-core CPU (rows stop
+early at their kimg); the Independence-prior row may take 1.4 times that but stops at 100 kimg
+(~25 minutes at 89 images/s), so the default table (6 rows, seed 0) takes ~2.5 hours at most
+where the Independence-prior row trains at 89 images/s (the budgets cap it at 2 h 40).
+`--smoke` takes ~2 CPU-minutes with a warm compilation cache, ~4 from a cold one (compiling
+dominates).
 
 Writes WORKDIR/results.json and WORKDIR/results.md, and per row the last sample grid and the
 segmentation previews in WORKDIR/<row>/. Run it again to resume: finished rows are skipped, an
