@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ilsgan_jax.stages import compare, compare_budget, compare_figure, compare_rows, layer_figure
+import ml_collections
+
+from ilsgan_jax.stages import (
+    compare,
+    compare_budget,
+    compare_figure,
+    compare_rows,
+    compare_settings,
+    layer_figure,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -147,6 +156,57 @@ def test_second_call_skips_finished_rows(smoke, monkeypatch):
     monkeypatch.setattr(compare.RowRun, "run", fail)
     again = compare.run_comparison(None, [0], workdir, size="smoke")
     assert again == results
+
+
+def test_a_row_run_with_other_settings_is_refused_before_training(smoke, monkeypatch):
+    """Each smoke row recorded its stages' configs; a call into the same workdir with a field
+    changed names the row, the file, the field with both values, and trains nothing."""
+    workdir, results = smoke
+    recorded = _read_json(os.path.join(workdir, "ilsgan", "seed0", "settings.json"))
+    assert recorded["gan"]["data.resolution"] == SMOKE_RESOLUTION
+    assert "train.time_budget_minutes" not in recorded["gan"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a row ran with other settings")
+
+    monkeypatch.setattr(compare.RowRun, "run", fail)
+    width = recorded["gan"]["model.w_dim"]
+    with pytest.raises(
+        compare_settings.SettingsChanged,
+        match=rf"row 'ilsgan' seed 0 in .*ilsgan/seed0/settings\.json\): "
+        rf"gan: model\.w_dim: {width} there, {width + 1} now\. Use another --workdir",
+    ):
+        compare.run_comparison(
+            ["ilsgan"], [0], workdir, size="smoke", overrides={"model.w_dim": width + 1}
+        )
+    assert _read_json(os.path.join(workdir, "results.json"))["results"] == results
+
+
+def test_settings_leave_out_budget_and_locations_and_name_every_change(tmp_path):
+    """Tuples compare as lists; the time budget and the data and pretrained locations are not
+    settings; each changed or missing field is named with both values; no file: not on record."""
+    config = ml_collections.ConfigDict(
+        {
+            "train": {"time_budget_minutes": 5.0, "total_kimg": 100.0},
+            "data": {"data_dir": "/a", "crop_fraction": (0.25, 0.45)},
+        }
+    )
+    settings = compare_settings.row_settings({"gan": config})
+    assert settings == {"gan": {"train.total_kimg": 100.0, "data.crop_fraction": [0.25, 0.45]}}
+    seed_dir = str(tmp_path / "row" / "seed0")
+    assert not compare_settings.check(seed_dir, settings, "row")
+    compare_settings.record(seed_dir, settings)
+    config.train.time_budget_minutes, config.data.data_dir = 30.0, "/b"
+    assert compare_settings.check(seed_dir, compare_settings.row_settings({"gan": config}), "row")
+    config.data.crop_fraction = (0.3, 0.6)
+    changed = compare_settings.row_settings({"gan": config, "alpha": config})
+    assert compare_settings.differences(settings, changed) == [
+        "alpha: data.crop_fraction: 'absent' there, [0.3, 0.6] now",
+        "alpha: train.total_kimg: 'absent' there, 100.0 now",
+        "gan: data.crop_fraction: [0.25, 0.45] there, [0.3, 0.6] now",
+    ]
+    with pytest.raises(compare_settings.SettingsChanged, match=r"^row was run with other"):
+        compare_settings.check(seed_dir, changed, "row")
 
 
 def test_failed_row_is_recorded_and_the_others_run(smoke, monkeypatch):

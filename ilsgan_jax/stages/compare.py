@@ -12,10 +12,12 @@ Workdir layout (WORKDIR = `run_comparison`'s `workdir`):
   WORKDIR/<row>/<route>_seed<S>.png          the own route's previews, where it has some
   WORKDIR/<row>/seed<S>/<stage>/             the GAN stage's workdir (checkpoints, export, ...)
   WORKDIR/<row>/seed<S>/progress.json        the stages done so far and their times
+  WORKDIR/<row>/seed<S>/settings.json        every stage's config (`compare_settings`)
 
-Resuming: a row whose result has status 'ok' is skipped; any other row runs again from its
-progress: finished stages are skipped, an interrupted GAN stage resumes from its checkpoints with
-what is left of the row's budget. A row that raises (a NaN loss included) is recorded as failed
+Resuming: every call first checks the rows' settings on record (`compare_settings`: a row run
+with other settings is refused before anything trains); a row whose result has status 'ok' is
+skipped; any other row runs again from its progress: finished stages are skipped, an
+interrupted GAN stage resumes from its checkpoints with what is left of the row's budget. A row that raises (a NaN loss included) is recorded as failed
 with the reason and the next row runs.
 
 Budget of a row (time-budgeted sizes): the GAN stages get the row's budget minus the export, the
@@ -32,7 +34,7 @@ import time
 
 from absl import logging
 
-from ilsgan_jax.stages import atomic, compare_figure, compare_report, inversion
+from ilsgan_jax.stages import atomic, compare_figure, compare_report, compare_settings, inversion
 from ilsgan_jax.stages.compare_budget import Plan, Progress, measured_minutes, plan_row
 from ilsgan_jax.stages.compare_rows import ROWS, SIZES, Row, Size, select_rows, stage_config
 from ilsgan_jax.stages.compare_scoring import (
@@ -291,6 +293,20 @@ def read_results(workdir: str) -> list[dict]:
     return sorted(results, key=lambda result: (order.index(result["row"]), result["seed"]))
 
 
+def _seed_dir(workdir: str, row: Row, seed: int) -> str:
+    return os.path.join(workdir, row.name, f"seed{seed}")
+
+
+def _row_settings(row: Row, seed: int, size: Size, overrides) -> dict:
+    """The row's settings to record and check (`compare_settings`): every stage's config."""
+    return compare_settings.row_settings(
+        {
+            stage.name: stage_config(stage, size, seed=seed, overrides=overrides)
+            for stage in row.stages
+        }
+    )
+
+
 def _stored_result(workdir: str, row: Row, seed: int) -> dict | None:
     path = result_path(workdir, row.name, seed)
     if not os.path.exists(path):
@@ -325,6 +341,18 @@ def run_comparison(
     _check_overrides(rows, the_size, overrides)
     info = compare_report.machine()
     jobs = [(row, seed) for row in rows for seed in seeds]
+    for row, seed in jobs:  # a result or checkpoint of another setting is never reused
+        recorded = compare_settings.check(
+            _seed_dir(workdir, row, seed),
+            _row_settings(row, seed, the_size, overrides),
+            f"row {row.name!r} seed {seed} in {workdir}",
+        )
+        if not recorded and os.path.exists(result_path(workdir, row.name, seed)):
+            logging.warning(
+                "compare: %s seed %d has no settings on record; its result is kept as it is",
+                row.name,
+                seed,
+            )
     stored = {(row.name, seed): _stored_result(workdir, row, seed) for row, seed in jobs}
     minutes_left = sum(
         row.budget_minutes(budget_minutes)
@@ -443,6 +471,7 @@ def _run_row(
         measured = measured_minutes(read_results(workdir), size)
         plan = plan_row(row, size, budget_minutes, measured)
         run = RowRun(row, seed, size, plan, run_dir, data_dir, overrides)
+        compare_settings.record(run.seed_dir, _row_settings(row, seed, size, overrides))
         result = {**base, "status": "ok", **run.run()}
         check_finite(result)
         result["files"] = copy_outputs(run.stage_dir(len(row.stages) - 1), run.row_dir, seed)
