@@ -337,6 +337,27 @@ def test_min_area_penalty_lifts_only_instances_below_the_floor():
         instance_losses.min_area_penalty(masks, min_area=1.5)
 
 
+def test_min_area_penalty_with_a_power_discounts_a_faint_veil():
+    """With power 2 a veil of m = 0.1 over the whole frame reads 0.01 (below a floor of 0.03),
+    while with power 1 it reads its area 0.1; a solid mask over 0.05 of the frame reads 0.05
+    either way; a power below 1 is refused naming the field."""
+    veil = np.full((2, 1, 10, 10, 1), 0.1, np.float32)
+    solid = np.zeros((2, 1, 10, 10, 1), np.float32)
+    solid[:, :, :5, :1] = 1.0  # 5 of 100 pixels
+    masks = np.concatenate([veil, solid], axis=1)
+    np.testing.assert_allclose(
+        float(instance_losses.min_area_penalty(masks, min_area=0.03, power=2.0)), 0.02, rtol=1e-5
+    )
+    assert float(instance_losses.min_area_penalty(masks, min_area=0.03)) == 0.0
+    np.testing.assert_allclose(
+        float(instance_losses.min_area_penalty(masks, min_area=0.06, power=3.0)),
+        (0.06 - 0.001) + (0.06 - 0.05),
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="loss.instance_min_area_power"):
+        instance_losses.min_area_penalty(masks, min_area=0.03, power=0.5)
+
+
 def test_pairwise_ils_is_ilsgan_ils_per_instance():
     bg, fgs, masks = random_layers(7, n=4, k=3)
     key = jax.random.key(8)

@@ -62,8 +62,12 @@ def area_penalty(masks: jnp.ndarray, *, weight: float | jnp.ndarray) -> jnp.ndar
     return weight * jnp.sum(instance_areas(masks), axis=1)
 
 
-def min_area_penalty(masks: jnp.ndarray, *, min_area: float) -> jnp.ndarray:
-    """`sum_k relu(min_area - mean_{N,HW} m_k)`: a floor under every instance's batch-mean area.
+def min_area_penalty(
+    masks: jnp.ndarray, *, min_area: float, power: float = 1.0
+) -> jnp.ndarray:
+    """`sum_k relu(min_area - mean_{N,HW} m_k^power)`: a floor under every instance's batch-mean
+    area (power 1) or opaque area (power > 1: a faint mask counts for less than its area, so a
+    provider cannot meet the floor with a faint veil over its whole frame).
 
     The floor is on the mean over the batch, so a provider may leave single samples empty (an
     object absent from a crop) but cannot empty itself for good, after which its mask logits
@@ -72,13 +76,17 @@ def min_area_penalty(masks: jnp.ndarray, *, min_area: float) -> jnp.ndarray:
     Args:
       masks: [N, K, H, W, 1] float32 in [0, 1].
       min_area: the floor, in [0, 1].
+      power: the exponent on the mask, >= 1.
 
     Returns:
       [] float32 in [0, K * min_area].
     """
     if not 0.0 <= min_area <= 1.0:
         raise ValueError(f"min_area (loss.instance_min_area) must be in [0, 1], got {min_area}")
-    return jnp.sum(jax.nn.relu(min_area - jnp.mean(instance_areas(masks), axis=0)))
+    if power < 1.0:
+        raise ValueError(f"power (loss.instance_min_area_power) must be >= 1, got {power}")
+    areas = instance_areas(masks if power == 1.0 else masks**power)
+    return jnp.sum(jax.nn.relu(min_area - jnp.mean(areas, axis=0)))
 
 
 def instance_binarisation(masks: jnp.ndarray) -> jnp.ndarray:

@@ -43,7 +43,9 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
         floor_source = _masks_read_by(
             layers, loss.instance_min_area_mask, "loss.instance_min_area_mask"
         )
-        floor = instance_losses.min_area_penalty(floor_source, min_area=loss.instance_min_area)
+        floor = instance_losses.min_area_penalty(
+            floor_source, min_area=loss.instance_min_area, power=loss.instance_min_area_power
+        )
         total = total + loss.instance_min_area_weight * floor
         metrics["g/min_area"] = floor
     if loss.instance_bin_weight > 0:
