@@ -447,11 +447,12 @@ def test_runlocal_configs_are_valid():
             assert config.train.time_budget_minutes == 0.0  # set per attempt
         if row.name == "independence_prior":
             assert config.data.name == "single_image" and config.model.num_instances == 3
-            # the measured setting on the moving-objects picture (docs/experiments.md, runs v, x)
+            # the measured setting on the moving-objects picture (docs/experiments.md, runs v, x, y3, x3)
             assert config.data.builtin_image == "multi_object_k3_x4"
             assert tuple(config.data.crop_fraction) == (0.25, 0.45)
             assert config.loss.instance_min_area_weight == 10.0
             assert config.loss.instance_min_area_mask == "layout"
+            assert config.loss.instance_min_area_power == 2.0
             assert config.loss.area_rampup_kimg == 50.0 and config.train.total_kimg == 100.0
             assert config.loss.r1_gamma == 1.0 and config.model.background_resolution == 2
             assert config.model.channel_base == 512  # half the runlocal widths

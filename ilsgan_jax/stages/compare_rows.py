@@ -33,6 +33,7 @@ NUM_INSTANCES = 3  # K of the Independence-prior row, the objects in BUILTIN_IMA
 # The Independence-prior row's setting on that picture (docs/experiments.md, section 8): crops
 # small enough that two copies of one object rarely share a crop, the area floor read on the
 # laid-out masks (so the layout cannot hide a provider), the area ramped over half the run,
+# the floor on the opaque area (mean m^2: a faint veil that draws no object cannot meet it),
 # 100 kimg (the providers split the objects after ~70 kimg), and half the runlocal widths
 # (16 channels at 32 px in G and D: a step ~2x faster, the three providers split the objects
 # as at full runlocal width).
@@ -41,6 +42,7 @@ INDEPENDENCE_PRIOR_OVERRIDES = (
     ("data.crop_fraction", (0.25, 0.45)),
     ("loss.instance_min_area_weight", 10.0),
     ("loss.instance_min_area_mask", "layout"),
+    ("loss.instance_min_area_power", 2.0),
     ("loss.area_rampup_kimg", 50.0),
     ("train.total_kimg", 100.0),
     ("model.channel_base", 512),
