@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import types
@@ -180,6 +181,28 @@ def test_a_row_run_with_other_settings_is_refused_before_training(smoke, monkeyp
             ["ilsgan"], [0], workdir, size="smoke", overrides={"model.w_dim": width + 1}
         )
     assert _read_json(os.path.join(workdir, "results.json"))["results"] == results
+
+
+def test_the_config_docstring_recipe_is_the_row(config_from_flags):
+    """The `--config.` flags the Independence-prior config's docstring gives for the row
+    (its lines indented by two spaces) parse, with config_flags as `ilsgan_jax.main` does, to
+    the row's every override."""
+    from configs import independence_prior
+
+    lines = [line for line in independence_prior.__doc__.splitlines() if line.startswith("  --")]
+    recipe = []
+    for line in lines:
+        flags = re.findall(r"--config\.[\w.]+=(?:'[^']*'|\S+)", line)
+        recipe += [flag.replace("'", "") for flag in flags]
+    assert len(recipe) == len(compare_rows.INDEPENDENCE_PRIOR_OVERRIDES)
+    config = config_from_flags(
+        f"configs/independence_prior.py:runlocal,k={compare_rows.NUM_INSTANCES}", *recipe
+    )
+    for field, value in compare_rows.INDEPENDENCE_PRIOR_OVERRIDES:
+        node = config
+        for key in field.split("."):
+            node = node[key]
+        assert (tuple(node) if isinstance(value, tuple) else node) == value, field
 
 
 def test_settings_leave_out_budget_and_locations_and_name_every_change(tmp_path):
