@@ -17,8 +17,8 @@ Workdir layout (WORKDIR = `run_comparison`'s `workdir`):
 Resuming: every call first checks the rows' settings on record (`compare_settings`: a row run
 with other settings is refused before anything trains); a row whose result has status 'ok' is
 skipped; any other row runs again from its progress: finished stages are skipped, an
-interrupted GAN stage resumes from its checkpoints with what is left of the row's budget. A row that raises (a NaN loss included) is recorded as failed
-with the reason and the next row runs.
+interrupted GAN stage resumes from its checkpoints with what is left of the row's budget. A row
+that raises (a NaN loss included) is recorded as failed with the reason and the next row runs.
 
 Budget of a row (time-budgeted sizes): the GAN stages get the row's budget minus the export, the
 U-Net(s) (estimates, replaced by the longest measured in this workdir's finished rows), a set-up
