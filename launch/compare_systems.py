@@ -21,8 +21,8 @@ dominates).
 Writes WORKDIR/results.json and WORKDIR/results.md, and per row the last sample grid and the
 segmentation previews in WORKDIR/<row>/. Run it again to resume: finished rows are skipped, an
 interrupted row resumes from its checkpoints; a row recorded with other settings (another
-`--set`, or a row whose setting changed since) is refused before anything trains. Layout: ilsgan_jax/stages/compare.py; budget:
-compare_budget.py; scoring: compare_scoring.py.
+`--set`, or a row whose setting changed since) is refused before anything trains. Layout:
+ilsgan_jax/stages/compare.py; budget: compare_budget.py; scoring: compare_scoring.py.
 """
 
 import ast

@@ -470,7 +470,7 @@ def test_runlocal_configs_are_valid():
             assert config.train.time_budget_minutes == 0.0  # set per attempt
         if row.name == "independence_prior":
             assert config.data.name == "single_image" and config.model.num_instances == 3
-            # the measured setting on the moving-objects picture (docs/experiments.md, runs v, x, y3, x3)
+            # the measured setting on the moving-objects picture (docs/experiments.md, section 8)
             assert config.data.builtin_image == "multi_object_k3_x4"
             assert tuple(config.data.crop_fraction) == (0.25, 0.45)
             assert config.loss.instance_min_area_weight == 10.0
