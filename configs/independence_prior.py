@@ -35,7 +35,8 @@ per-instance route scores 0.52-0.69 for the best object and 0.04-0.20 for the wo
 needs the three one-image choices of the runlocal branch below (R1 gamma 1, a 2 px background,
 an area ramp), which are ours. On the picture whose objects move relative to each other,
 each provider draws one object in seeds 0 and 1 (orange 0.85, magenta 0.56, blue 0.59 per
-object, the union 0.897; seed 1: 0.87, 0.55, 0.32): the row of `make compare` (`python
+object, the union 0.897; seed 1: 0.87, 0.55, 0.32; in seed 2 one provider draws two objects:
+0.66, 0.17, 0.56): the row of `make compare` (`python
 launch/compare_systems.py --systems=independence_prior`, ~22 minutes on a 2-core CPU), which
 sets
 
