@@ -73,7 +73,7 @@ class RowRun:
     overrides: tuple[tuple[str, object], ...] = ()  # the user's config fields, every stage
 
     def __post_init__(self):
-        self.seed_dir = os.path.join(self.row_dir, f"seed{self.seed}")
+        self.seed_dir = seed_dir(self.row_dir, self.seed)
         os.makedirs(self.seed_dir, exist_ok=True)
         self.progress = Progress(self.seed_dir)
 
@@ -278,6 +278,11 @@ class RowRun:
 # ----------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------
+def seed_dir(row_dir: str, seed: int) -> str:
+    """WORKDIR/<row>/seed<S>: one seed's stages, progress and settings."""
+    return os.path.join(row_dir, f"seed{seed}")
+
+
 def result_path(workdir: str, row_name: str, seed: int) -> str:
     return os.path.join(workdir, row_name, f"result_seed{seed}.json")
 
@@ -291,10 +296,6 @@ def read_results(workdir: str) -> list[dict]:
                 results.append(json.load(file))
     order = list(ROWS)
     return sorted(results, key=lambda result: (order.index(result["row"]), result["seed"]))
-
-
-def _seed_dir(workdir: str, row: Row, seed: int) -> str:
-    return os.path.join(workdir, row.name, f"seed{seed}")
 
 
 def _row_settings(row: Row, seed: int, size: Size, overrides) -> dict:
@@ -343,7 +344,7 @@ def run_comparison(
     jobs = [(row, seed) for row in rows for seed in seeds]
     for row, seed in jobs:  # a result or checkpoint of another setting is never reused
         recorded = compare_settings.check(
-            _seed_dir(workdir, row, seed),
+            seed_dir(os.path.join(workdir, row.name), seed),
             _row_settings(row, seed, the_size, overrides),
             f"row {row.name!r} seed {seed} in {workdir}",
         )
