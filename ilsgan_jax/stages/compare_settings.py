@@ -4,8 +4,9 @@ workdir, so that a finished result or a checkpoint of one setting is never reuse
 (a row whose fixed overrides changed between versions, a `--set` added or dropped).
 
 Fields that do not change what a row learns are left out: the time budget (set per attempt and
-raised on purpose to resume with more time), the data cache directory and the path of
-Labels4Free's pretrained workdir (both locations, not settings)."""
+raised on purpose to resume with more time), the data cache directory, the path of
+Labels4Free's pretrained workdir and the CUB split file shipped in the package (locations that
+move with the workdir or the checkout, not settings)."""
 
 import json
 import os
@@ -14,7 +15,12 @@ from ilsgan_jax.stages import atomic
 
 SETTINGS_NAME = "settings.json"
 UNRECORDED_FIELDS = frozenset(
-    ("train.time_budget_minutes", "data.data_dir", "labels4free.pretrained_workdir")
+    (
+        "train.time_budget_minutes",
+        "data.data_dir",
+        "labels4free.pretrained_workdir",
+        "data.cub_split_file",
+    )
 )
 MAX_LISTED = 6  # differing fields named in the error
 
