@@ -91,6 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.num_instances = parsed["k"]  # K providers; z is [N, K + 1, z_dim] (0 = bg)
     config.model.share_providers = parsed["share"]  # one provider with a learned embedding
     # added to z_k (True) or K separate providers (False)
+    config.model.provider_style = "latent"  # 'latent': provider k draws from z_k (the paper);
+    # 'constant': from a learned latent of its own, so it draws one appearance and cannot switch
+    # objects by z_k, which then drives its layout only (our choice to offer)
     config.model.background_resolution = None  # the background generator's resolution,
     # upsampled to data.resolution; None = data.resolution (our choice to offer: a lower one
     # keeps the background from drawing sharp objects itself)
@@ -103,6 +106,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.layout.mask_border_taper = 0.0  # the providers' masks fade to zero over this
     # fraction of the frame at its border (0 = no fade) (our choice to offer: soft masks over
     # the whole frame show its warped edge as a line in the composite)
+    config.model.layout.presence_gate = False  # the layout MLP also predicts each instance's
+    # presence in (0, 1), multiplying its laid-out mask: an instance can be absent from an image
+    # without being moved out of it (our choice to offer)
     config.model.layout.hidden_features = 64  # width of the layout MLP's hidden layers
     config.model.layout.num_hidden_layers = 2  # hidden layers of the layout MLP (output starts
     # at zero = identity layout)

@@ -9,6 +9,7 @@ import pytest
 
 from configs import independence_prior
 from ilsgan_jax.models.instances import (
+    PRESENCE_LOGIT_OFFSET,
     InstanceLayeredGenerator,
     instance_generator_from_config,
 )
@@ -118,6 +119,7 @@ def test_output_shapes_ranges_and_consistency(share_providers):
         "provider_mask": (n, k, RES, RES, 1),
         "layout_params": (n, k, 4),
         "layout_theta": (n, k, 2, 3),
+        "presence": (n, k),
         "fg_rgb": (n, k, RES, RES, 3),
         "mask": (n, k, RES, RES, 1),
         "union_mask": (n, RES, RES, 1),
@@ -134,6 +136,7 @@ def test_output_shapes_ranges_and_consistency(share_providers):
     # A fresh layout network predicts the identity: layout changes nothing at initialisation.
     np.testing.assert_array_equal(np.asarray(layers["layout_params"]), 0.0)
     np.testing.assert_array_equal(mask, np.asarray(layers["provider_mask"]))
+    np.testing.assert_array_equal(np.asarray(layers["presence"]), 1.0)  # no presence gate
     # Instances get their own latents: the two instances differ.
     provider_rgb = np.asarray(layers["provider_rgb"])
     assert np.abs(provider_rgb[:, 0] - provider_rgb[:, 1]).max() > 1e-3
@@ -285,6 +288,88 @@ def test_gradients_reach_the_layout_network():
     np.testing.assert_allclose(float(numeric), float(np.sum(kernel_grad**2)), rtol=0.1)
 
 
+@pytest.mark.parametrize("share_providers", [False, True])
+def test_constant_provider_style_draws_one_appearance_and_z_moves_only_the_layout(
+    share_providers,
+):
+    """With provider_style='constant' the providers' drawings do not depend on the instance
+    latents z[:, 1:] (only on learned latents of their own), while the layout does; with the
+    paper's 'latent' style the same change of z changes the drawings."""
+    z = jax.random.normal(jax.random.key(8), (2, 3, Z_DIM))
+    other_z = z.at[:, 1:].set(jax.random.normal(jax.random.key(9), (2, 2, Z_DIM)))
+    for style in ("constant", "latent"):
+        generator = InstanceLayeredGenerator(
+            RES,
+            num_instances=2,
+            share_providers=share_providers,
+            provider_style=style,
+            **TINY,
+            **BOUNDS,
+        )
+        variables = init_generator(generator, z)
+        params = variables["params"]
+        # A trained layout: the output layer off its zero initialisation.
+        output = params["layout"]["output"]
+        params["layout"]["output"] = dict(
+            output, kernel=jax.random.normal(jax.random.key(10), output["kernel"].shape)
+        )
+        first = apply_generator(generator, variables, z)
+        second = apply_generator(generator, variables, other_z)
+        drawn_changes = float(jnp.abs(first["provider_rgb"] - second["provider_rgb"]).max())
+        np.testing.assert_array_equal(np.asarray(first["bg_rgb"]), np.asarray(second["bg_rgb"]))
+        assert float(jnp.abs(first["layout_params"] - second["layout_params"]).max()) > 1e-2
+        if style == "latent":
+            assert drawn_changes > 1e-3
+            continue
+        assert drawn_changes == 0.0
+        np.testing.assert_array_equal(
+            np.asarray(first["provider_mask"]), np.asarray(second["provider_mask"])
+        )
+        # Each provider still draws its own instance (their learned latents differ).
+        drawn = np.asarray(first["provider_rgb"])
+        assert np.abs(drawn[:, 0] - drawn[:, 1]).max() > 1e-3
+        latent_name = "provider_embedding" if share_providers else "provider_latents"
+        assert params[latent_name].shape == (2, Z_DIM)
+
+
+def test_presence_gate_multiplies_the_laid_out_mask():
+    """presence = sigmoid(logit + PRESENCE_LOGIT_OFFSET) with the logit the layout network's
+    fifth output: 0.88 at initialisation; a logit of -offset halves every mask, a very negative
+    one removes the instance from the composite."""
+    generator = InstanceLayeredGenerator(
+        RES, num_instances=2, presence_gate=True, **TINY, **BOUNDS
+    )
+    z = jax.random.normal(jax.random.key(11), (2, 3, Z_DIM))
+    variables = init_generator(generator, z)
+    layers = apply_generator(generator, variables, z)
+    assert variables["params"]["layout"]["output"]["bias"].shape == (5,)
+    provider_mask = np.asarray(layers["provider_mask"])  # the identity layout at init
+    fresh = 1.0 / (1.0 + np.exp(-PRESENCE_LOGIT_OFFSET))
+    np.testing.assert_allclose(np.asarray(layers["presence"]), fresh, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(layers["mask"]), fresh * provider_mask, rtol=1e-6)
+
+    def with_presence_logit(per_instance_bias):
+        params = jax.tree.map(lambda p: p, variables["params"])
+        params["layout"]["output"] = dict(
+            params["layout"]["output"], bias=jnp.array([0.0, 0.0, 0.0, 0.0, per_instance_bias])
+        )
+        return apply_generator(generator, dict(variables, params=params), z)
+
+    half = with_presence_logit(-PRESENCE_LOGIT_OFFSET)
+    np.testing.assert_allclose(np.asarray(half["mask"]), 0.5 * provider_mask, rtol=1e-6)
+    absent = with_presence_logit(-PRESENCE_LOGIT_OFFSET - 60.0)
+    assert float(jnp.abs(absent["mask"]).max()) < 1e-20
+    np.testing.assert_allclose(
+        np.asarray(absent["composite"]), np.asarray(absent["bg_rgb"]), atol=1e-6
+    )
+
+
+def test_unknown_provider_style_names_the_field():
+    generator = InstanceLayeredGenerator(RES, num_instances=1, provider_style="fixed", **TINY)
+    with pytest.raises(ValueError, match="model.provider_style"):
+        init_generator(generator, jnp.zeros((1, 2, Z_DIM)))
+
+
 def test_bad_latent_shape_raises():
     generator, _, variables = k2_model(False)
     with pytest.raises(ValueError, match="z must be"):
@@ -403,6 +488,12 @@ def test_config_builds_the_generator_it_describes():
     assert tuple(generator.scale_range) == tuple(config.model.layout.scale_range)
     # runlocal's one-image choice: a 2 px background (the full size keeps the paper's, None)
     assert generator.background_resolution == config.model.background_resolution == 2
+    # The paper's providers by default; the options reach the generator.
+    assert generator.provider_style == "latent" and not generator.presence_gate
+    config.model.provider_style, config.model.layout.presence_gate = "constant", True
+    generator_with_options = instance_generator_from_config(config)
+    assert generator_with_options.provider_style == "constant"
+    assert generator_with_options.presence_gate
     # Its parameter tree: background, one shared provider + a [K, z_dim] embedding, layout MLP.
     z = jax.ShapeDtypeStruct((2, 4, config.model.z_dim), jnp.float32)
     shapes = jax.eval_shape(

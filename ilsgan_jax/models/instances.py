@@ -8,8 +8,10 @@ module and back-to-front composition over a background.
                                        `layout.frame_window` when mask_border_taper > 0)
   'layout_params': [N, K, 4]           unconstrained layout predictions (layout.affine_matrices)
   'layout_theta':  [N, K, 2, 3]        the sampling matrices applied
+  'presence':      [N, K]              each instance's presence in (0, 1), which multiplies its
+                                       laid-out mask (all ones without `presence_gate`)
   'fg_rgb':        [N, K, R, R, 3]     instances after layout (zero outside the warped frame)
-  'mask':          [N, K, R, R, 1]     masks after layout, in [0, 1) (zero outside)
+  'mask':          [N, K, R, R, 1]     masks after layout and presence, in [0, 1) (zero outside)
   'union_mask':    [N, R, R, 1]        1 - prod_k (1 - mask_k)
   'composite':     [N, R, R, 3]        instance 1 over the background, ..., instance K on top
 
@@ -18,7 +20,14 @@ either one per instance (`share_providers=False`) or one shared generator whose 
 `z_k + e_k`, with `e_k` a learned provider embedding (`share_providers=True`; all instances run as
 one batch). The layout network reads each instance's w (its first style vector, so truncation
 and style mixing act on the layout too) concatenated with a one-hot provider id, and starts at
-the identity layout. With K = 1, identical z for both layers and zero layout bounds this is the
+the identity layout.
+
+With `provider_style='constant'` (our option, not the paper's) provider k draws from a learned
+latent of its own instead of z_k, so it draws one appearance (varied only by its noise inputs)
+and cannot switch between objects by its latent; z_k then drives only instance k's layout (and
+presence). With `presence_gate` the layout network also predicts a presence logit per instance;
+`sigmoid(logit + PRESENCE_LOGIT_OFFSET)` multiplies the laid-out mask, so an instance can be
+absent from an image without being pushed out of it. With K = 1, identical z for both layers and zero layout bounds this is the
 ILSGAN `LayeredGenerator` (tests/test_instances.py checks it value for value).
 """
 
@@ -33,6 +42,9 @@ from ilsgan_jax.models.layered import StyleGenerator
 from ilsgan_jax.nn.layers_k import composite_back_to_front, union_mask
 
 INSTANCE_LAYER_NAMES = ("bg_rgb", "fg_rgb", "mask", "union_mask", "composite")
+PROVIDER_STYLES = ("latent", "constant")
+PRESENCE_LOGIT_OFFSET = 2.0  # a fresh presence gate reads sigmoid(2) = 0.88: every instance
+# starts visible (the floor and the adversarial loss see it) and the gate still has gradient
 
 
 def _styles(generator: StyleGenerator, z, *, mixing_z, mixing_cutoff, truncation_psi, update_w_avg):
@@ -65,6 +77,9 @@ class InstanceLayeredGenerator(nn.Module):
     layout_layers: int = 2  # hidden layers of the layout MLP
     mask_border_taper: float = 0.0  # width of the providers' mask fade-out at the frame
     # border, fraction of the frame (0 = none; `layout.frame_window`)
+    provider_style: str = "latent"  # 'latent': provider k's styles from z_k (the paper);
+    # 'constant': from a learned latent per provider, z_k drives its layout only
+    presence_gate: bool = False  # the layout also predicts each instance's presence in (0, 1)
     background_resolution: int | None = None  # the background's own resolution (a power of
     # two; 1 and 2 are a 4 px generator averaged down), upsampled (bilinear) to `resolution`;
     # None = `resolution`. Lower = a background that cannot draw sharp objects (`_background`)
@@ -103,14 +118,17 @@ class InstanceLayeredGenerator(nn.Module):
         window = layout.frame_window(self.resolution, self.mask_border_taper)
         provider_mask = jax.nn.sigmoid(rgba[..., 3:]) * window
 
-        layout_params, theta = self._layout(instance_w)
+        layout_input = instance_w if self.provider_style == "latent" else z[:, 1:]
+        layout_params, theta, presence = self._layout(layout_input)
         fg_rgb, mask = _warp_instances(provider_rgb, provider_mask, theta)
+        mask = mask * presence[:, :, None, None, None]
         return {
             "bg_rgb": bg_rgb,
             "provider_rgb": provider_rgb,
             "provider_mask": provider_mask,
             "layout_params": layout_params,
             "layout_theta": theta,
+            "presence": presence,
             "fg_rgb": fg_rgb,
             "mask": mask,
             "union_mask": union_mask(mask),
@@ -131,6 +149,10 @@ class InstanceLayeredGenerator(nn.Module):
             )
         if mixing_z is not None and mixing_z.shape != z.shape:
             raise ValueError(f"mixing_z must have z's shape {z.shape}, got {mixing_z.shape}")
+        if self.provider_style not in PROVIDER_STYLES:
+            raise ValueError(
+                f"model.provider_style must be one of {PROVIDER_STYLES}, got {self.provider_style!r}"
+            )
 
     @nn.nowrap
     def _generator_kwargs(self) -> dict:
@@ -187,12 +209,20 @@ class InstanceLayeredGenerator(nn.Module):
         def flatten(array):  # [N, K + 1, D] -> instances as one batch [N * K, D]
             return (array[:, 1:] + embedding[None]).reshape(n * num_instances, z_dim)
 
-        ws = _styles(
-            provider,
-            flatten(z),
-            mixing_z=None if mixing_z is None else flatten(mixing_z),
-            **style_kwargs,
-        )
+        if self.provider_style == "constant":  # the embedding alone is each provider's latent
+            ws = _styles(
+                provider,
+                jnp.tile(embedding, (n, 1)),
+                mixing_z=None,
+                **style_kwargs,
+            )
+        else:
+            ws = _styles(
+                provider,
+                flatten(z),
+                mixing_z=None if mixing_z is None else flatten(mixing_z),
+                **style_kwargs,
+            )
         rgba = provider.synthesis(ws, noise_mode=noise_mode)
         rgba = rgba.reshape((n, num_instances) + rgba.shape[1:])
         instance_w = ws[:, 0].reshape(n, num_instances, -1)
@@ -200,11 +230,18 @@ class InstanceLayeredGenerator(nn.Module):
 
     @nn.nowrap
     def _own_providers(self, z, mixing_z, style_kwargs, noise_mode):
-        """One provider per instance, `provider<k>` drawing instance k from `z[:, k + 1]`.
+        """One provider per instance, `provider<k>` drawing instance k from `z[:, k + 1]` (or,
+        with `provider_style='constant'`, from its learned latent `provider_latents[k]`).
 
         Returns:
           (rgba [N, K, R, R, 4] with the mask logit last, instance_w [N, K, w_dim]).
         """
+        n, _, z_dim = z.shape
+        constant = self.provider_style == "constant"
+        if constant:
+            latents = self.param(
+                "provider_latents", nn.initializers.normal(1.0), (self.num_instances, z_dim)
+            )
         rgbas, instance_ws = [], []
         for index in range(self.num_instances):
             provider = StyleGenerator(
@@ -212,8 +249,8 @@ class InstanceLayeredGenerator(nn.Module):
             )
             ws = _styles(
                 provider,
-                z[:, index + 1],
-                mixing_z=_latent(mixing_z, index + 1),
+                jnp.broadcast_to(latents[index], (n, z_dim)) if constant else z[:, index + 1],
+                mixing_z=None if constant else _latent(mixing_z, index + 1),
                 **style_kwargs,
             )
             rgbas.append(provider.synthesis(ws, noise_mode=noise_mode))
@@ -221,28 +258,37 @@ class InstanceLayeredGenerator(nn.Module):
         return jnp.stack(rgbas, axis=1), jnp.stack(instance_ws, axis=1)
 
     @nn.nowrap
-    def _layout(self, instance_w):
-        """Layout predictions from each instance's w and a one-hot provider id.
+    def _layout(self, instance_latent):
+        """Layout predictions from each instance's latent (its w, or its z with constant
+        provider styles) and a one-hot provider id.
 
         Returns:
-          (layout_params [N, K, 4] unconstrained, theta [N, K, 2, 3] sampling matrices).
+          (layout_params [N, K, 4] unconstrained, theta [N, K, 2, 3] sampling matrices,
+          presence [N, K] in (0, 1), all ones without `presence_gate`).
         """
-        n, num_instances = instance_w.shape[:2]
+        n, num_instances = instance_latent.shape[:2]
         provider_id = jnp.broadcast_to(
-            jnp.eye(num_instances, dtype=instance_w.dtype)[None], (n, num_instances, num_instances)
+            jnp.eye(num_instances, dtype=instance_latent.dtype)[None],
+            (n, num_instances, num_instances),
         )
-        layout_params = layout.LayoutNetwork(
+        outputs = layout.LayoutNetwork(
             hidden_features=self.layout_hidden,
             num_hidden_layers=self.layout_layers,
+            extra_outputs=int(self.presence_gate),
             name="layout",
-        )(jnp.concatenate([instance_w, provider_id], axis=-1))
+        )(jnp.concatenate([instance_latent, provider_id], axis=-1))
+        layout_params = outputs[..., : layout.NUM_LAYOUT_PARAMS]
         theta = layout.affine_matrices(
             layout_params,
             max_rotation=self.max_rotation,
             scale_range=tuple(self.scale_range),
             max_translation=self.max_translation,
         )
-        return layout_params, theta
+        if self.presence_gate:
+            presence = jax.nn.sigmoid(outputs[..., -1] + PRESENCE_LOGIT_OFFSET)
+        else:
+            presence = jnp.ones((n, num_instances), jnp.float32)
+        return layout_params, theta, presence
 
 
 def _check_background_resolution(size, resolution: int) -> None:
@@ -299,5 +345,7 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         layout_hidden=layout_config.hidden_features,
         layout_layers=layout_config.num_hidden_layers,
         mask_border_taper=layout_config.mask_border_taper,
+        provider_style=model.provider_style,
+        presence_gate=layout_config.presence_gate,
         background_resolution=model.background_resolution,
     )

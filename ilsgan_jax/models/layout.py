@@ -210,13 +210,15 @@ def frame_window(size: int, taper: float) -> jnp.ndarray:
 class LayoutNetwork(nn.Module):
     """Predicts each instance's unconstrained layout parameters from its latent.
 
-    `latents: [N, K, D] -> params: [N, K, 4]` (rotation, log-scale, tx, ty; see
-    `affine_matrices`). An MLP of `num_hidden_layers` lrelu layers; the output layer starts at
-    zero, so a fresh network predicts the identity layout for every instance.
+    `latents: [N, K, D] -> params: [N, K, 4 + extra_outputs]` (rotation, log-scale, tx, ty; see
+    `affine_matrices`; then any extra per-instance outputs, e.g. a presence logit). An MLP of
+    `num_hidden_layers` lrelu layers; the output layer starts at zero, so a fresh network
+    predicts the identity layout for every instance.
     """
 
     hidden_features: int = 64  # width of the hidden layers
     num_hidden_layers: int = 2  # number of hidden layers (0 = a linear map)
+    extra_outputs: int = 0  # outputs after the 4 layout parameters
 
     @nn.compact
     def __call__(self, latents: jnp.ndarray) -> jnp.ndarray:
@@ -228,7 +230,7 @@ class LayoutNetwork(nn.Module):
                 nn.Dense(self.hidden_features, name=f"hidden{index}")(hidden), negative_slope=0.2
             )
         return nn.Dense(
-            NUM_LAYOUT_PARAMS,
+            NUM_LAYOUT_PARAMS + self.extra_outputs,
             kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
             name="output",
