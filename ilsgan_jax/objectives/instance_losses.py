@@ -6,6 +6,9 @@
 - Minimum area (optional, our addition; not in Dai et al.): a floor under every instance's
   batch-mean area, so that no provider is emptied for good by the area penalty.
 - Binarisation (optional): ILSGAN's `mean_{HW} min(m, 1 - m)` on every instance, summed over k.
+- Colour consistency (optional, our addition; not in Dai et al.): the spread over the batch of
+  each instance's mean colour under its mask, so that a provider cannot draw one object in some
+  samples and another object of other colours in others (`colour_spread`).
 - Pairwise ILS (optional, our addition; not in Dai et al.): ILSGAN's ILS term between every
   instance and "the rest of the scene". For instance k the foreground layer is (f_k, m_k) and
   the background layer is the back-to-front composite of the background and all other instances
@@ -111,6 +114,35 @@ class PairwiseIlsResult(NamedTuple):
 
     loss: jnp.ndarray
     instance_bounds: jnp.ndarray
+
+
+def colour_spread(rgbs: jnp.ndarray, masks: jnp.ndarray, eps: float = 1e-6) -> jnp.ndarray:
+    """How much each instance's colour changes between samples: the area-weighted variance over
+    the batch of its mask-weighted mean colour, summed over RGB.
+
+    For instance k and sample n, `c_nk = sum_HW(m f) / sum_HW(m)` is the mean colour it draws and
+    `a_nk = mean_HW(m)` its area; with weights `w_nk = a_nk / sum_n a_nk` the spread is
+    `sum_n w_nk |c_nk - sum_n' w_n'k c_n'k|^2`. A provider that draws one object (any place,
+    size or texture) has a small spread; one that draws an orange object in some samples and a
+    magenta one in others has a large one. Samples where the instance is (nearly) empty count
+    for little, so an instance may be absent without cost.
+
+    Args:
+      rgbs: [N, K, H, W, 3] float32, the instances' colours (valid range (-1, 1)).
+      masks: [N, K, H, W, 1] float32 in [0, 1], their masks.
+      eps: guards the divisions for empty masks.
+
+    Returns:
+      [K] float32 >= 0, one spread per instance (at most 12 for colours in [-1, 1]).
+    """
+    _check_masks(masks)
+    if rgbs.shape[:-1] != masks.shape[:-1]:
+        raise ValueError(f"rgbs {rgbs.shape} and masks {masks.shape} must agree but in channels")
+    mask_sum = jnp.sum(masks, axis=(2, 3))  # [N, K, 1]
+    mean_colour = jnp.sum(masks * rgbs, axis=(2, 3)) / (mask_sum + eps)  # [N, K, 3]
+    weight = mask_sum / (jnp.sum(mask_sum, axis=0, keepdims=True) + eps)  # [N, K, 1]
+    centre = jnp.sum(weight * mean_colour, axis=0, keepdims=True)  # [1, K, 3]
+    return jnp.sum(weight * jnp.square(mean_colour - centre), axis=(0, 2))
 
 
 def pairwise_ils(

@@ -1,7 +1,7 @@
 """The Independence-prior GAN (Dai et al., 2019): K instance providers, a spatial-transformer
 layout module and back-to-front composition over a background
 (`models.instances.InstanceLayeredGenerator`), with the per-instance area penalty, optional
-per-instance minimum area and binarisation, the union mask's regularisers and optional pairwise
+per-instance minimum area, binarisation and colour consistency, the union mask's regularisers and optional pairwise
 ILS."""
 
 import jax
@@ -55,6 +55,12 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
         )
         total = total + bin_weight * jnp.mean(bin_loss)
         metrics["g/binarisation"] = jnp.mean(bin_loss)
+    if loss.instance_colour_weight > 0:
+        spread = jnp.sum(
+            instance_losses.colour_spread(layers["provider_rgb"], layers["provider_mask"])
+        )
+        total = total + loss.instance_colour_weight * spread
+        metrics["g/colour_spread"] = spread
     union = layers["union_mask"]
     if loss.bin_weight > 0 or loss.msize_weight > 0:
         bin_union = mask_losses.binarisation_loss(union)
