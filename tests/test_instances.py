@@ -599,6 +599,56 @@ def test_generator_loss_adds_the_weighted_min_area_floor():
     np.testing.assert_allclose(float(total), 3.0 * floor, rtol=1e-5)
 
 
+def test_colour_spread_is_the_weighted_variance_of_the_mean_colour():
+    """A provider of one colour has no spread whatever its masks; one that switches between two
+    colours has the weighted variance of the two; an empty sample does not count; random
+    layers match a NumPy reference."""
+    n, size = 4, 8
+    masks = np.zeros((n, 3, size, size, 1), np.float32)
+    masks[:, :, 2:6, 2:6] = 1.0
+    masks[0, 0, 2:4] = 0.0  # another shape in one sample: the same colour, no spread
+    rgbs = np.zeros((n, 3, size, size, 3), np.float32)
+    orange, magenta = np.array([1.0, 0.5, -1.0]), np.array([1.0, -1.0, 1.0])
+    rgbs[:, 0] = orange
+    rgbs[:1, 1], rgbs[1:, 1] = orange, magenta  # one sample orange, three magenta
+    rgbs[:, 2] = magenta
+    rgbs[0, 2], masks[0, 2] = orange, 0.0  # orange only where the instance is empty
+    spread = np.asarray(instance_losses.colour_spread(jnp.asarray(rgbs), jnp.asarray(masks)))
+    np.testing.assert_allclose(spread[0], 0.0, atol=1e-10)
+    np.testing.assert_allclose(spread[1], 0.25 * 0.75 * np.sum((orange - magenta) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(spread[2], 0.0, atol=1e-10)
+
+    _, fgs, soft = random_layers(6, n=5, k=2)
+    expected = []
+    for k in range(2):
+        area = soft[:, k].sum(axis=(1, 2, 3))
+        colour = (soft[:, k] * fgs[:, k]).sum(axis=(1, 2)) / area[:, None]
+        weight = area / area.sum()
+        centre = (weight[:, None] * colour).sum(axis=0)
+        expected.append((weight[:, None] * (colour - centre) ** 2).sum())
+    np.testing.assert_allclose(
+        np.asarray(instance_losses.colour_spread(jnp.asarray(fgs), jnp.asarray(soft))),
+        expected,
+        rtol=1e-5,
+    )
+
+
+def test_generator_loss_adds_the_weighted_colour_spread_of_the_providers():
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight, config.loss.instance_colour_weight = 0.0, 2.5
+    _, fgs, masks = random_layers(7, n=3, k=2)
+    layers = dict(loss_layers(fgs, masks), provider_rgb=fgs)
+    inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
+    total, metrics = SYSTEM.generator_loss(config, inputs)
+    spread = float(np.sum(instance_losses.colour_spread(jnp.asarray(fgs), jnp.asarray(masks))))
+    assert spread > 1e-3
+    np.testing.assert_allclose(float(metrics["g/colour_spread"]), spread, rtol=1e-6)
+    np.testing.assert_allclose(float(total), 2.5 * spread, rtol=1e-5)
+    config.loss.instance_colour_weight = 0.0  # off: the term is not computed
+    total_off, metrics_off = SYSTEM.generator_loss(config, inputs)
+    assert float(total_off) == 0.0 and "g/colour_spread" not in metrics_off
+
+
 @pytest.mark.parametrize("choice, source", [("provider", "provider_mask"), ("layout", "mask")])
 def test_min_area_floor_reads_the_masks_its_field_names(choice, source):
     """With the provider's masks full and the laid-out ones moved out of the image (zero), the
