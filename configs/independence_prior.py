@@ -133,6 +133,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.instance_colour_weight = 0.0  # weight of sum_k of the batch spread of provider
     # k's mean colour under its mask (instance_losses.colour_spread; 0 = off) (our choice to
     # offer: a provider cannot draw objects of different colours by its latent)
+    config.loss.instance_colour_start_kimg = 0.0  # the colour weight is 0 until this kimg, then
+    # rises linearly to instance_colour_weight over instance_colour_rampup_kimg (our choice to
+    # offer: from the start it makes every provider one colour before any has drawn an object,
+    # and the background takes the objects' colours)
+    config.loss.instance_colour_rampup_kimg = 0.0
     config.loss.instance_bin_weight = 0.0  # weight of sum_k mean_HW min(m_k, 1 - m_k) (0 = off)
     config.loss.instance_bin_start_kimg = 0.0  # the binarisation weight is 0 until this kimg,
     # then rises linearly to instance_bin_weight over instance_bin_rampup_kimg (our choice to

@@ -644,6 +644,12 @@ def test_generator_loss_adds_the_weighted_colour_spread_of_the_providers():
     assert spread > 1e-3
     np.testing.assert_allclose(float(metrics["g/colour_spread"]), spread, rtol=1e-6)
     np.testing.assert_allclose(float(total), 2.5 * spread, rtol=1e-5)
+    # With a start and a ramp: nothing before the start, half the weight half-way up the ramp.
+    config.loss.instance_colour_start_kimg, config.loss.instance_colour_rampup_kimg = 10.0, 4.0
+    for nimg, fraction in ((9_999, 0.0), (12_000, 0.5), (20_000, 1.0)):
+        inputs_at = base.LossInputs(layers, layers, jnp.int32(nimg), jax.random.key(0), None)
+        total_at, _ = SYSTEM.generator_loss(config, inputs_at)
+        np.testing.assert_allclose(float(total_at), fraction * 2.5 * spread, rtol=1e-5, atol=1e-7)
     config.loss.instance_colour_weight = 0.0  # off: the term is not computed
     total_off, metrics_off = SYSTEM.generator_loss(config, inputs)
     assert float(total_off) == 0.0 and "g/colour_spread" not in metrics_off

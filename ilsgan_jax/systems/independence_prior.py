@@ -59,7 +59,10 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
         spread = jnp.sum(
             instance_losses.colour_spread(layers["provider_rgb"], layers["provider_mask"])
         )
-        total = total + loss.instance_colour_weight * spread
+        colour_weight = loss.instance_colour_weight * schedules.linear_rampup(
+            inputs.cur_nimg, loss.instance_colour_rampup_kimg, loss.instance_colour_start_kimg
+        )
+        total = total + colour_weight * spread
         metrics["g/colour_spread"] = spread
     union = layers["union_mask"]
     if loss.bin_weight > 0 or loss.msize_weight > 0:
