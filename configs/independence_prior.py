@@ -133,6 +133,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.instance_colour_weight = 0.0  # weight of sum_k of the batch spread of provider
     # k's mean colour under its mask (instance_losses.colour_spread; 0 = off) (our choice to
     # offer: a provider cannot draw objects of different colours by its latent)
+    config.loss.instance_colour_mask = "layout"  # what the colour term reads: 'layout' (the
+    # instances as drawn in the image) or 'provider' (each provider's whole frame, also what the
+    # layout moves out of the image)
     config.loss.instance_colour_start_kimg = 0.0  # the colour weight is 0 until this kimg, then
     # rises linearly to instance_colour_weight over instance_colour_rampup_kimg (our choice to
     # offer: from the start it makes every provider one colour before any has drawn an object,

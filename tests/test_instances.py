@@ -637,13 +637,27 @@ def test_generator_loss_adds_the_weighted_colour_spread_of_the_providers():
     config = independence_prior.get_config("runlocal,k=2")
     config.loss.area_weight, config.loss.instance_colour_weight = 0.0, 2.5
     _, fgs, masks = random_layers(7, n=3, k=2)
-    layers = dict(loss_layers(fgs, masks), provider_rgb=fgs)
+    # The providers' frames hold other colours than the instances as laid out in the image.
+    _, frame_fgs, frame_masks = random_layers(8, n=3, k=2)
+    layers = dict(loss_layers(fgs, masks), provider_rgb=frame_fgs, provider_mask=frame_masks)
     inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
-    total, metrics = SYSTEM.generator_loss(config, inputs)
-    spread = float(np.sum(instance_losses.colour_spread(jnp.asarray(fgs), jnp.asarray(masks))))
-    assert spread > 1e-3
-    np.testing.assert_allclose(float(metrics["g/colour_spread"]), spread, rtol=1e-6)
-    np.testing.assert_allclose(float(total), 2.5 * spread, rtol=1e-5)
+    spreads = {}
+    for choice, (rgbs, source_masks) in {
+        "layout": (fgs, masks),
+        "provider": (frame_fgs, frame_masks),
+    }.items():
+        config.loss.instance_colour_mask = choice
+        total, metrics = SYSTEM.generator_loss(config, inputs)
+        spread = float(
+            np.sum(instance_losses.colour_spread(jnp.asarray(rgbs), jnp.asarray(source_masks)))
+        )
+        assert spread > 1e-3
+        np.testing.assert_allclose(float(metrics["g/colour_spread"]), spread, rtol=1e-6)
+        np.testing.assert_allclose(float(total), 2.5 * spread, rtol=1e-5)
+        spreads[choice] = spread
+    assert abs(spreads["layout"] - spreads["provider"]) > 1e-3
+    config.loss.instance_colour_mask = "layout"
+    spread = spreads["layout"]
     # With a start and a ramp: nothing before the start, half the weight half-way up the ramp.
     config.loss.instance_colour_start_kimg, config.loss.instance_colour_rampup_kimg = 10.0, 4.0
     for nimg, fraction in ((9_999, 0.0), (12_000, 0.5), (20_000, 1.0)):

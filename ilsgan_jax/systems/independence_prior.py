@@ -19,6 +19,7 @@ def latent_shape(config: Config, batch: int) -> tuple[int, ...]:
 
 
 AREA_MASK_CHOICES = {"provider": "provider_mask", "layout": "mask"}
+COLOUR_SOURCES = {"provider": "provider_rgb", "layout": "fg_rgb"}  # the colours under them
 
 
 def _masks_read_by(layers: Layers, choice: str, key: str) -> jnp.ndarray:
@@ -56,9 +57,9 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
         total = total + bin_weight * jnp.mean(bin_loss)
         metrics["g/binarisation"] = jnp.mean(bin_loss)
     if loss.instance_colour_weight > 0:
-        spread = jnp.sum(
-            instance_losses.colour_spread(layers["provider_rgb"], layers["provider_mask"])
-        )
+        masks = _masks_read_by(layers, loss.instance_colour_mask, "loss.instance_colour_mask")
+        rgbs = layers[COLOUR_SOURCES[loss.instance_colour_mask]]
+        spread = jnp.sum(instance_losses.colour_spread(rgbs, masks))
         colour_weight = loss.instance_colour_weight * schedules.linear_rampup(
             inputs.cur_nimg, loss.instance_colour_rampup_kimg, loss.instance_colour_start_kimg
         )
