@@ -27,8 +27,10 @@ latent of its own instead of z_k, so it draws one appearance (varied only by its
 and cannot switch between objects by its latent; z_k then drives only instance k's layout (and
 presence). With `presence_gate` the layout network also predicts a presence logit per instance;
 `sigmoid(logit + PRESENCE_LOGIT_OFFSET)` multiplies the laid-out mask, so an instance can be
-absent from an image without being pushed out of it. With K = 1, identical z for both layers and zero layout bounds this is the
-ILSGAN `LayeredGenerator` (tests/test_instances.py checks it value for value).
+absent from an image without being pushed out of it.
+
+With K = 1, identical z for both layers and zero layout bounds this is the ILSGAN
+`LayeredGenerator` (tests/test_instances.py checks it value for value).
 """
 
 from collections.abc import Sequence
@@ -151,7 +153,8 @@ class InstanceLayeredGenerator(nn.Module):
             raise ValueError(f"mixing_z must have z's shape {z.shape}, got {mixing_z.shape}")
         if self.provider_style not in PROVIDER_STYLES:
             raise ValueError(
-                f"model.provider_style must be one of {PROVIDER_STYLES}, got {self.provider_style!r}"
+                f"model.provider_style must be one of {PROVIDER_STYLES}, "
+                f"got {self.provider_style!r}"
             )
 
     @nn.nowrap

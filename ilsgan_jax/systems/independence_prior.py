@@ -1,8 +1,8 @@
 """The Independence-prior GAN (Dai et al., 2019): K instance providers, a spatial-transformer
 layout module and back-to-front composition over a background
 (`models.instances.InstanceLayeredGenerator`), with the per-instance area penalty, optional
-per-instance minimum area, binarisation and colour consistency, the union mask's regularisers and optional pairwise
-ILS."""
+per-instance minimum area, binarisation and colour consistency, the union mask's regularisers
+and optional pairwise ILS."""
 
 import jax
 import jax.numpy as jnp
