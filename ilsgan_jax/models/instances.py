@@ -213,19 +213,11 @@ class InstanceLayeredGenerator(nn.Module):
             return (array[:, 1:] + embedding[None]).reshape(n * num_instances, z_dim)
 
         if self.provider_style == "constant":  # the embedding alone is each provider's latent
-            ws = _styles(
-                provider,
-                jnp.tile(embedding, (n, 1)),
-                mixing_z=None,
-                **style_kwargs,
-            )
+            provider_z, provider_mixing_z = jnp.tile(embedding, (n, 1)), None
         else:
-            ws = _styles(
-                provider,
-                flatten(z),
-                mixing_z=None if mixing_z is None else flatten(mixing_z),
-                **style_kwargs,
-            )
+            provider_z = flatten(z)
+            provider_mixing_z = None if mixing_z is None else flatten(mixing_z)
+        ws = _styles(provider, provider_z, mixing_z=provider_mixing_z, **style_kwargs)
         rgba = provider.synthesis(ws, noise_mode=noise_mode)
         rgba = rgba.reshape((n, num_instances) + rgba.shape[1:])
         instance_w = ws[:, 0].reshape(n, num_instances, -1)
