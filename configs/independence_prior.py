@@ -130,6 +130,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.instance_min_area_power = 1.0  # the floor reads mean m_k^power: 1 = area;
     # 2 counts a mask at 0.1 as a tenth of its area (our choice to offer: a provider cannot
     # meet the floor with a faint veil that draws no object)
+    config.loss.instance_min_area_statistic = "mean"  # what the floor reads: 'mean' (mean
+    # m_k^power over the batch and pixels) or 'variance' (mean over pixels of the batch variance
+    # of m_k: the opaque area less what is drawn alike in every sample; power must be 1) (our
+    # choice to offer: a provider cannot meet the floor with one fixed shape in every crop)
     config.loss.instance_colour_weight = 0.0  # weight of sum_k of the batch spread of provider
     # k's mean colour under its mask (instance_losses.colour_spread; 0 = off) (our choice to
     # offer: a provider cannot draw objects of different colours by its latent)

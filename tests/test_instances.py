@@ -585,6 +585,77 @@ def test_instance_binarisation_waits_for_its_start_then_ramps():
         np.testing.assert_allclose(float(total), fraction * full, rtol=1e-5, atol=1e-7)
 
 
+def test_min_area_penalty_on_the_variance_ignores_a_shape_drawn_alike_in_every_sample():
+    """'variance' reads mean_HW Var_N(m): a NumPy reference on random masks; a solid shape at
+    one place in every sample reads 0 (the full floor), although its opaque area meets the
+    'mean' floor; a shape of area a at N disjoint places reads a (1 - 1/N); below the floor
+    the gradient pushes each pixel away from its batch mean; a power other than 1 and an
+    unknown statistic are refused naming their fields."""
+    rng = np.random.default_rng(11)
+    soft = rng.uniform(0, 1, (5, 2, 6, 6, 1)).astype(np.float32)
+    expected = np.maximum(0.4 - soft.var(axis=0).mean(axis=(1, 2, 3)), 0.0).sum()
+    got = instance_losses.min_area_penalty(soft, min_area=0.4, statistic="variance")
+    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
+
+    n, side = 4, 8
+    fixed = np.zeros((n, 1, side, side, 1), np.float32)
+    fixed[:, :, :2, :4] = 1.0  # 8 of 64 pixels, the same place in every sample
+    moving = np.zeros_like(fixed)
+    for sample in range(n):
+        moving[sample, :, 2 * sample : 2 * sample + 2, 4:] = 1.0  # 8 pixels, disjoint places
+    masks = np.concatenate([fixed, moving], axis=1)
+    area = 8 / 64
+    np.testing.assert_allclose(
+        float(instance_losses.min_area_penalty(masks, min_area=0.1, power=2.0)), 0.0, atol=1e-7
+    )
+    # Each moving pixel is on in 1 of N samples: Var = (1/N)(1 - 1/N); 4 x 8 such pixels.
+    moving_variance = 4 * 8 / 64 * (1 / n) * (1 - 1 / n)
+    np.testing.assert_allclose(moving_variance, area * (1 - 1 / n))
+    variance_floor = instance_losses.min_area_penalty(masks, min_area=0.1, statistic="variance")
+    np.testing.assert_allclose(float(variance_floor), 0.1 + max(0.1 - moving_variance, 0.0))
+
+    grad = np.asarray(
+        jax.grad(
+            lambda m: instance_losses.min_area_penalty(m, min_area=0.2, statistic="variance")
+        )(jnp.asarray(masks))
+    )
+    # Below the floor the gradient pushes each pixel away from its batch mean: on where the
+    # shape is drawn, off where it is not.
+    assert np.all(grad[:, 1][moving[:, 0] == 1] < 0)
+    assert np.all(grad[:, 1][(moving[:, 0] == 0) & (moving.max(axis=0)[0] == 1)[None]] > 0)
+    with pytest.raises(ValueError, match="loss.instance_min_area_power"):
+        instance_losses.min_area_penalty(masks, min_area=0.1, power=2.0, statistic="variance")
+    with pytest.raises(ValueError, match="loss.instance_min_area_statistic"):
+        instance_losses.min_area_penalty(masks, min_area=0.1, statistic="median")
+
+
+def test_generator_loss_floor_reads_the_statistic_its_field_names():
+    """The same laid-out masks (one instance a fixed shape, one a moving one) give the floor of
+    `min_area_penalty` with the configured statistic."""
+    config = independence_prior.get_config("runlocal,k=2")
+    config.loss.area_weight = 0.0
+    config.loss.instance_min_area, config.loss.instance_min_area_weight = 0.1, 2.0
+    config.loss.instance_min_area_mask = "layout"
+    _, fgs, masks = random_layers(9, n=4, k=2)
+    masks = np.zeros_like(masks)
+    masks[:, 0, :4, :4] = 1.0  # the same shape in every sample
+    for sample in range(masks.shape[0]):
+        masks[sample, 1, sample : sample + 1, :] = 1.0
+    layers = loss_layers(fgs, masks)
+    inputs = base.LossInputs(layers, layers, jnp.int32(0), jax.random.key(0), None)
+    floors = {}
+    for statistic in ("mean", "variance"):
+        config.loss.instance_min_area_statistic = statistic
+        total, metrics = SYSTEM.generator_loss(config, inputs)
+        expected = instance_losses.min_area_penalty(
+            jnp.asarray(masks), min_area=0.1, statistic=statistic
+        )
+        np.testing.assert_allclose(float(metrics["g/min_area"]), float(expected), rtol=1e-6)
+        np.testing.assert_allclose(float(total), 2.0 * float(expected), rtol=1e-6)
+        floors[statistic] = float(expected)
+    assert floors["variance"] > floors["mean"] + 0.09  # the fixed shape meets only 'mean'
+
+
 def test_generator_loss_adds_the_weighted_min_area_floor():
     config = independence_prior.get_config("runlocal,k=2")
     config.loss.area_weight = 0.0

@@ -4,7 +4,9 @@
   the smallest mask that still makes the composite look real, i.e. one that covers exactly one
   whole instance.
 - Minimum area (optional, our addition; not in Dai et al.): a floor under every instance's
-  batch-mean area, so that no provider is emptied for good by the area penalty.
+  batch-mean area, so that no provider is emptied for good by the area penalty; optionally
+  under its opaque area, or under the batch variance of its mask, which a shape drawn at one
+  place in every sample does not meet (`min_area_penalty`).
 - Binarisation (optional): ILSGAN's `mean_{HW} min(m, 1 - m)` on every instance, summed over k.
 - Colour consistency (optional, our addition; not in Dai et al.): the spread over the batch of
   each instance's mean colour under its mask, so that a provider cannot draw one object in some
@@ -65,31 +67,57 @@ def area_penalty(masks: jnp.ndarray, *, weight: float | jnp.ndarray) -> jnp.ndar
     return weight * jnp.sum(instance_areas(masks), axis=1)
 
 
-def min_area_penalty(
-    masks: jnp.ndarray, *, min_area: float, power: float = 1.0
-) -> jnp.ndarray:
-    """`sum_k relu(min_area - mean_{N,HW} m_k^power)`: a floor under every instance's batch-mean
-    area (power 1) or opaque area (power > 1: a faint mask counts for less than its area, so a
-    provider cannot meet the floor with a faint veil over its whole frame).
+MIN_AREA_STATISTICS = ("mean", "variance")
 
-    The floor is on the mean over the batch, so a provider may leave single samples empty (an
-    object absent from a crop) but cannot empty itself for good, after which its mask logits
-    would get almost no gradient back.
+
+def min_area_penalty(
+    masks: jnp.ndarray, *, min_area: float, power: float = 1.0, statistic: str = "mean"
+) -> jnp.ndarray:
+    """`sum_k relu(min_area - A_k)`: a floor under a statistic `A_k` of every instance's mask.
+
+    - 'mean': `A_k = mean_{N,HW} m_k^power`, the batch-mean area (power 1) or opaque area
+      (power > 1: a faint mask counts for less than its area, so a provider cannot meet the
+      floor with a faint veil over its whole frame).
+    - 'variance': `A_k = mean_HW Var_N(m_k) = mean_{N,HW} m_k^2 - mean_HW (mean_N m_k)^2`, the
+      opaque area (power 2) less what the instance draws alike in every sample. An object that
+      appears at changing places counts with most of its opaque area (a shape of area a at
+      uniformly random places: a(1 - a)); a shape drawn at one place in every sample, which
+      matches no object of a random crop, does not count. `power` must be 1 (the statistic
+      already reads m^2). Computed over the batch on each device.
+
+    The floor is on a batch statistic, so a provider may leave single samples empty (an object
+    absent from a crop) but cannot empty itself for good, after which its mask logits would get
+    almost no gradient back.
 
     Args:
       masks: [N, K, H, W, 1] float32 in [0, 1].
       min_area: the floor, in [0, 1].
-      power: the exponent on the mask, >= 1.
+      power: the exponent on the mask, >= 1 ('mean' only).
+      statistic: one of MIN_AREA_STATISTICS.
 
     Returns:
       [] float32 in [0, K * min_area].
     """
+    _check_masks(masks)
     if not 0.0 <= min_area <= 1.0:
         raise ValueError(f"min_area (loss.instance_min_area) must be in [0, 1], got {min_area}")
     if power < 1.0:
         raise ValueError(f"power (loss.instance_min_area_power) must be >= 1, got {power}")
-    areas = instance_areas(masks if power == 1.0 else masks**power)
-    return jnp.sum(jax.nn.relu(min_area - jnp.mean(areas, axis=0)))
+    if statistic == "mean":
+        areas = jnp.mean(instance_areas(masks if power == 1.0 else masks**power), axis=0)
+    elif statistic == "variance":
+        if power != 1.0:
+            raise ValueError(
+                "loss.instance_min_area_statistic='variance' reads mean_HW Var_N(m), which "
+                f"already weighs opacity; leave loss.instance_min_area_power at 1, got {power}"
+            )
+        areas = jnp.mean(jnp.var(masks, axis=0), axis=(1, 2, 3))
+    else:
+        raise ValueError(
+            f"statistic (loss.instance_min_area_statistic) must be one of "
+            f"{MIN_AREA_STATISTICS}, got {statistic!r}"
+        )
+    return jnp.sum(jax.nn.relu(min_area - areas))
 
 
 def instance_binarisation(masks: jnp.ndarray) -> jnp.ndarray:

@@ -45,7 +45,10 @@ def generator_loss(config: Config, inputs: LossInputs) -> tuple[jnp.ndarray, Met
             layers, loss.instance_min_area_mask, "loss.instance_min_area_mask"
         )
         floor = instance_losses.min_area_penalty(
-            floor_source, min_area=loss.instance_min_area, power=loss.instance_min_area_power
+            floor_source,
+            min_area=loss.instance_min_area,
+            power=loss.instance_min_area_power,
+            statistic=loss.instance_min_area_statistic,
         )
         total = total + loss.instance_min_area_weight * floor
         metrics["g/min_area"] = floor
