@@ -97,9 +97,9 @@ def make_config(
     config.model.mbstd_num_channels = 1  # D minibatch-std features
     config.model.compute_dtype = "float32"  # G, D, estimator convs: float32 | bfloat16 (TPU/GPU)
     config.model.mask_logit_offset = 0.0  # m = sigmoid(logit + offset); 0 = the reference
-    # Mean mask coverage of the initial generator (the fg/mask/bg systems: ilsgan, perturbgan), set
-    # by the mask logit's output bias, in (0, 1); None = the reference initialisation, whose
-    # coverage depends on the seed.
+    # Mean mask coverage of the initial generator, set by the mask logit's output bias, in (0, 1)
+    # (ilsgan, perturbgan; the independence prior: the union of its instance masks); None = the
+    # reference initialisation, whose coverage depends on the seed.
     config.model.initial_mask_coverage = config_dict.placeholder(float)
 
     # --- Objective ----------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.background_resolution = None  # the background generator's resolution,
     # upsampled to data.resolution; None = data.resolution (our choice to offer: a lower one
     # keeps the background from drawing sharp objects itself)
+    config.model.initial_mask_coverage = None  # mean coverage of the union of the instance
+    # masks at initialisation, every instance the same share (models/instance_calibration.py;
+    # one provider per instance only); None = the reference initialisation, whose K = 3 masks
+    # cover about half of a 32 px crop (our choice to offer)
     config.model.layout = ml_collections.ConfigDict()
     config.model.layout.max_rotation = math.pi / 6  # bound of |rotation|, radians (our choice)
     config.model.layout.scale_range = (0.75, 1.25)  # bounds of the content scale (low <= 1 <=

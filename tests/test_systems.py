@@ -197,31 +197,35 @@ def test_a_toy_system_is_one_module_and_one_registry_entry(mesh1, monkeypatch, t
     assert int(state.step) == 1
 
 
-def test_layered_systems_calibrate_the_initial_mask_coverage(tiny_config):
-    """`config.model.initial_mask_coverage` (the layered systems' state initialisation): the
-    initial EMA and trained generators both draw masks of that mean coverage on fresh latents;
-    None leaves the reference initialisation untouched."""
-    config = case_config(tiny_config, "ilsgan")
+@pytest.mark.parametrize(
+    "case, layer, target", [("ilsgan", "mask", 0.7), ("independence_prior", "union_mask", 0.2)]
+)
+def test_systems_calibrate_the_initial_mask_coverage(tiny_config, case, layer, target):
+    """`config.model.initial_mask_coverage` (the state initialisation of the systems that draw
+    masks): the initial EMA and trained generators both draw masks (ILSGAN's one mask, the
+    union of the independence prior's instances) of that mean coverage on fresh latents; None
+    leaves the reference initialisation untouched."""
+    config = case_config(tiny_config, case)
     trainer = make_trainer(config)
     initial = jax.jit(
         lambda key: create_train_state(config, trainer.networks, trainer.optimizers, key)
     )(jax.random.key(config.seed))
     assert trainer.system.initialize_state(config, initial, None) is initial  # None: untouched
-    config.model.initial_mask_coverage = 0.7  # far from this tiny generator's own (~0.28)
+    config.model.initial_mask_coverage = target  # far from this tiny generator's own
     calibrated = trainer.system.initialize_state(config, initial, None)
-    z = jax.random.normal(jax.random.key(123), (256, config.model.z_dim))
+    z = jax.random.normal(jax.random.key(123), trainer.system.latent_shape(config, 256))
 
     def coverage(params, buffers):
         layers = trainer.networks.generator.apply(
             {"params": params, **buffers}, z, noise_mode="const"
         )
-        return float(layers["mask"].mean())
+        return float(layers[layer].mean())
 
     before = coverage(initial.g_params, initial.g_buffers)
     after = coverage(calibrated.g_params, calibrated.g_buffers)
     after_ema = coverage(calibrated.g_ema_params, calibrated.g_ema_buffers)
-    assert abs(before - 0.7) > 0.2, before  # the seed's own coverage is elsewhere
-    assert after == pytest.approx(0.7, abs=0.05) and after_ema == pytest.approx(after, abs=1e-6)
+    assert abs(before - target) > 0.2, before  # the seed's own coverage is elsewhere
+    assert after == pytest.approx(target, abs=0.05) and after_ema == pytest.approx(after, abs=1e-6)
 
 
 if __name__ == "__main__":  # rewrites the golden file from the current step

@@ -53,25 +53,41 @@ def mask_logits(generator: LayeredGenerator, variables, z: jnp.ndarray, noise_ke
     return fg_rgba[..., MASK_CHANNEL].astype(jnp.float32) + generator.mask_logit_offset
 
 
+def bisect_increasing(increasing, target, low, high, steps: int):
+    """The `x` in `[low, high]` with `increasing(x) == target`, by `steps` halvings of the
+    bracket (which must hold the root). Returns [] float32."""
+
+    def halve(_, bracket):
+        low, high = bracket
+        middle = 0.5 * (low + high)
+        below = increasing(middle) < target
+        return jnp.where(below, middle, low), jnp.where(below, high, middle)
+
+    low, high = jax.lax.fori_loop(0, steps, halve, (low, high))
+    return 0.5 * (low + high)
+
+
+def probability_logit(probability) -> jnp.ndarray:
+    """log(p / (1 - p)), the inverse of the sigmoid."""
+    return jnp.log(probability) - jnp.log1p(-probability)
+
+
 def coverage_bias(logits: jnp.ndarray, target: float, steps: int = BISECTION_STEPS) -> jnp.ndarray:
     """The scalar `b` with `mean(sigmoid(logits + b)) == target`, by bisection.
 
     The mean is increasing in `b`; the bracket `[logit(target) - max(logits),
     logit(target) - min(logits)]` holds the root (at its ends every pixel is at most, resp. at
-    least, `target`), and `steps` halvings of it reach float32 resolution. Returns [] float32."""
+    least, `target`), and `steps` halvings of it reach float32 resolution. `target` may be
+    traced. Returns [] float32."""
     logits = logits.astype(jnp.float32)
-    target_logit = jnp.log(target) - jnp.log1p(-target)
-    low = target_logit - jnp.max(logits)
-    high = target_logit - jnp.min(logits)
-
-    def halve(_, bracket):
-        low, high = bracket
-        middle = 0.5 * (low + high)
-        below = jnp.mean(jax.nn.sigmoid(logits + middle)) < target
-        return jnp.where(below, middle, low), jnp.where(below, high, middle)
-
-    low, high = jax.lax.fori_loop(0, steps, halve, (low, high))
-    return 0.5 * (low + high)
+    target_logit = probability_logit(target)
+    return bisect_increasing(
+        lambda bias: jnp.mean(jax.nn.sigmoid(logits + bias)),
+        target,
+        target_logit - jnp.max(logits),
+        target_logit - jnp.min(logits),
+        steps,
+    )
 
 
 def calibration_inputs(key: jax.Array, latent_shape: tuple[int, ...]):
@@ -80,13 +96,13 @@ def calibration_inputs(key: jax.Array, latent_shape: tuple[int, ...]):
     return jax.random.normal(z_key, latent_shape, jnp.float32), noise_key
 
 
-def _replace_leaf(tree, path: tuple[str, ...], update):
+def replace_leaf(tree, path: tuple[str, ...], update):
     """A copy of the nested mapping `tree` with `tree[path]` replaced by `update(tree[path])`;
     every other leaf is the same object."""
     if not path:
         return update(tree)
     head, *rest = path
-    return type(tree)({**tree, head: _replace_leaf(tree[head], tuple(rest), update)})
+    return type(tree)({**tree, head: replace_leaf(tree[head], tuple(rest), update)})
 
 
 def calibrate_mask_coverage(
@@ -140,7 +156,7 @@ def calibrate_mask_coverage(
     def shift_mask_channel(torgb_bias):
         return torgb_bias.at[MASK_CHANNEL].add(bias.astype(torgb_bias.dtype))
 
-    variables = _replace_leaf(variables, mask_bias_path(generator), shift_mask_channel)
+    variables = replace_leaf(variables, mask_bias_path(generator), shift_mask_channel)
     info = {
         "initial_coverage": jnp.mean(jax.nn.sigmoid(logits)),
         "calibrated_coverage": jnp.mean(jax.nn.sigmoid(logits + bias)),

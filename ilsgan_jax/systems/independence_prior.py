@@ -7,10 +7,12 @@ and optional pairwise ILS."""
 import jax
 import jax.numpy as jnp
 
+from ilsgan_jax.models.instance_calibration import calibrate_union_coverage
 from ilsgan_jax.models.instances import instance_generator_from_config
 from ilsgan_jax.objectives import instance_losses, mask_losses, schedules
 from ilsgan_jax.systems import layered_terms
 from ilsgan_jax.systems.base import Config, Layers, LossInputs, Metrics, System
+from ilsgan_jax.systems.mask_coverage import coverage_initialisation
 
 
 def latent_shape(config: Config, batch: int) -> tuple[int, ...]:
@@ -128,4 +130,9 @@ SYSTEM = System(
     # A learned conditional can score the pairwise ILS term; it is not trained here (no
     # estimator phase for K instances), as before this system became a plug-in.
     build_estimator=layered_terms.build_estimator,
+    # With `config.model.initial_mask_coverage` set, the union of the instance masks starts
+    # covering that fraction of the image, every instance the same share.
+    initialize_state=coverage_initialisation(
+        instance_generator_from_config, calibrate_union_coverage
+    ),
 )
