@@ -1,8 +1,9 @@
 """Prior-coverage initialisation of the independence-prior generator's instance masks.
 
 The K providers of `InstanceLayeredGenerator` start, at the reference initialisation, with soft
-masks over their whole frames: on 32 px crops the K = 3 masks together cover about half the
-image, far above what the objects of a picture cover. `calibrate_union_coverage` shifts each
+masks over their whole frames: at the comparison's 32 px size the K = 3 masks together cover
+most of the image at first and about half of it after the first 50 steps, far above what the
+objects of a picture cover. `calibrate_union_coverage` shifts each
 provider's mask logit (the mask channel of its last ToRGB bias, as `mask_calibration` does for
 the layered generator) so that every instance starts with the same mean coverage `c`, and `c` is
 chosen so that the union of the K masks, `1 - prod_k (1 - m_k)`, covers `target` on average.
