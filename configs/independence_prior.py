@@ -100,7 +100,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.initial_mask_coverage = None  # mean coverage of the union of the instance
     # masks at initialisation, every instance the same share (models/instance_calibration.py;
     # one provider per instance only); None = the reference initialisation, whose K = 3 masks
-    # cover about half of a 32 px crop (our choice to offer)
+    # cover most of a 32 px crop at first and about half after 50 steps (our choice to offer)
     config.model.layout = ml_collections.ConfigDict()
     config.model.layout.max_rotation = math.pi / 6  # bound of |rotation|, radians (our choice)
     config.model.layout.scale_range = (0.75, 1.25)  # bounds of the content scale (low <= 1 <=

@@ -3,10 +3,10 @@
 The K providers of `InstanceLayeredGenerator` start, at the reference initialisation, with soft
 masks over their whole frames: at the comparison's 32 px size the K = 3 masks together cover
 most of the image at first and about half of it after the first 50 steps, far above what the
-objects of a picture cover. `calibrate_union_coverage` shifts each
-provider's mask logit (the mask channel of its last ToRGB bias, as `mask_calibration` does for
-the layered generator) so that every instance starts with the same mean coverage `c`, and `c` is
-chosen so that the union of the K masks, `1 - prod_k (1 - m_k)`, covers `target` on average.
+objects of a picture cover. `calibrate_union_coverage` shifts each provider's mask logit (the
+mask channel of its last ToRGB bias, as `mask_calibration` does for the layered generator) so
+that every instance starts with the same mean coverage `c`, and `c` is chosen so that the union
+of the K masks, `1 - prod_k (1 - m_k)`, covers `target` on average.
 
 It reads the masks as the providers draw them (`provider_mask`). At initialisation the layout
 network outputs zeros, which is the identity layout, so these are also the laid-out masks, but
@@ -164,4 +164,3 @@ def calibrate_union_coverage(
         "mask_logit_bias": biases,
     }
     return variables, info
-
