@@ -444,6 +444,41 @@ def test_multi_object_scene_is_deterministic_and_checks_its_arguments():
         synthetic_scenes.render_multi_object_scene(np.random.default_rng(0), 0, 32)
 
 
+def test_flat_scene_objects_are_shaded_colours_with_the_same_shapes():
+    """texture_pattern_scale=0 leaves each object its base colour times a linear shading ramp:
+    every layer is affine in the pixel coordinates wherever it is not clipped, while the
+    textured scene's layers are not; shapes, places and masks do not change."""
+
+    def render(scale):
+        return synthetic_scenes.render_multi_object_scene(
+            np.random.default_rng(4),
+            3,
+            64,
+            copies=2,
+            texture_pattern_scale=scale,
+            return_layers=True,
+        )
+
+    flat, textured = render(0.0), render(1.0)
+    np.testing.assert_array_equal(flat["masks"], textured["masks"])
+    np.testing.assert_array_equal(flat["coverage"], textured["coverage"])
+
+    def curvature(layers):  # the largest second difference along either axis, unclipped only
+        inside = (layers > 1e-4) & (layers < 1.0 - 1e-4)
+        rows = np.abs(np.diff(layers, 2, axis=1))[inside[:, 1:-1] & inside[:, 2:] & inside[:, :-2]]
+        cols = np.abs(np.diff(layers, 2, axis=2))[
+            inside[:, :, 1:-1] & inside[:, :, 2:] & inside[:, :, :-2]
+        ]
+        return max(rows.max(), cols.max())
+
+    assert curvature(flat["foreground"]) < 1e-4
+    assert curvature(textured["foreground"]) > 1e-2
+    with pytest.raises(ValueError, match="texture_pattern_scale"):
+        synthetic_scenes.render_multi_object_scene(
+            np.random.default_rng(0), 2, 32, texture_pattern_scale=1.5
+        )
+
+
 def test_scene_copies_are_one_object_stamped_apart_and_masked_as_one():
     resolution, count, copies, distance = 96, 2, 3, 0.3
     scene = synthetic_scenes.render_multi_object_scene(

@@ -113,10 +113,13 @@ def object_textures(
     resolution: int,
     local_u: np.ndarray,
     local_v: np.ndarray,
+    pattern_scale: float = 1.0,
 ) -> np.ndarray:
     """Saturated base colour + shading ramp + stripes or noise, in the object's frame.
 
     local_u, local_v: [N, R, R] object-frame coordinates (object scale ~ 1).
+    pattern_scale: multiplies the pattern's drawn strength; 0 gives flat, shaded colours (the
+      same random draws, so the colours are those of pattern_scale=1).
     Returns [N, R, R, 3] float32 in [0, 1].
     """
     base = _object_colours(rng, num_images)
@@ -142,7 +145,7 @@ def object_textures(
     use_stripes = (_uniform(rng, 0.0, 1.0, num_images) < 0.5)[:, None, None]
     pattern = np.where(use_stripes, stripes, noise_pattern)
     strength = _uniform(rng, 0.2, 0.6, num_images)[:, None, None]
-    mix = (strength * pattern)[..., None]
+    mix = (pattern_scale * strength * pattern)[..., None]
     texture = (1.0 - mix) * base[:, None, None, :] + mix * accent[:, None, None, :]
     return np.clip(texture * shading[..., None], 0.0, 1.0).astype(np.float32)
 

@@ -101,6 +101,7 @@ def render_multi_object_scene(
     background_type: str = "noise",
     copies: int = 1,
     copy_distance: float = 0.0,
+    texture_pattern_scale: float = 1.0,
     return_layers: bool = False,
 ) -> dict[str, np.ndarray]:
     """Renders one image of K objects over one background, with each object's mask.
@@ -124,6 +125,8 @@ def render_multi_object_scene(
       background_noise, background_type: as in render_synthetic_objects.
       copies: how many times each object is placed (>= 1).
       copy_distance: the least centre distance of two copies of one object, in [0, 1).
+      texture_pattern_scale: the objects' stripes or noise at this fraction of their drawn
+        strength, in [0, 1]; 0 = flat, shaded colours. Shapes and colours do not depend on it.
       return_layers: also return the float layers.
 
     Returns:
@@ -141,6 +144,8 @@ def render_multi_object_scene(
         raise ValueError(f"copies must be >= 1, got {copies}")
     if not 0.0 <= copy_distance < 1.0:
         raise ValueError(f"copy_distance must be in [0, 1), got {copy_distance}")
+    if not 0.0 <= texture_pattern_scale <= 1.0:
+        raise ValueError(f"texture_pattern_scale must be in [0, 1], got {texture_pattern_scale}")
     if not 0.0 < total_area <= 0.5:
         raise ValueError(f"total_area must be in (0, 0.5], got {total_area}")
     synthetic_render.check_common_arguments(resolution, background_noise, background_type)
@@ -155,7 +160,7 @@ def render_multi_object_scene(
     coverage = synthetic_shapes.shape_coverage(shapes.parameters, local_u, local_v)
     if copies == 1:
         foreground = synthetic_render.object_textures(
-            texture_rng, num_objects, resolution, local_u, local_v
+            texture_rng, num_objects, resolution, local_u, local_v, texture_pattern_scale
         )
     else:  # one texture draw per object, replayed for each of its copies
         texture_seeds = texture_rng.integers(0, 2**32, num_objects)
@@ -167,6 +172,7 @@ def render_multi_object_scene(
                     resolution,
                     local_u[row : row + 1],
                     local_v[row : row + 1],
+                    texture_pattern_scale,
                 )
                 for row in range(num_objects * copies)
             ]
