@@ -34,4 +34,7 @@ def make_config(
     config.loss.bin_weight = 0.0  # no mask regularisers
     config.loss.msize_weight = 0.0  # no minimum mask size loss
     config.loss.style_mixing_prob = 0.9  # StyleGAN2-ADA default
+    # No mask to calibrate (runlocal's ILSGAN base sets 0.3); Labels4Free inherits this: its
+    # alpha network starts as the reference's.
+    config.model.initial_mask_coverage = None
     return config

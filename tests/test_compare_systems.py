@@ -13,11 +13,10 @@ import subprocess
 import sys
 import types
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
-
-import ml_collections
 
 from ilsgan_jax.stages import (
     compare,
@@ -345,7 +344,7 @@ def test_a_row_with_a_budget_scale_gets_that_multiple_and_names_the_least_flag(t
     """The one-image row's budget is budget_scale x --budget_minutes: at 25 its GAN stage gets
     25 x scale less the export, 1 + K U-Nets and the set-up; too small a flag is refused with the
     least --budget_minutes (its row minimum / scale, rounded up to 0.1) before anything runs."""
-    row, size = compare_rows.ROWS["independence_prior"], compare_rows.RUNLOCAL
+    row = compare_rows.ROWS["independence_prior"]
     assert row.budget_scale > 1
     assert row.budget_minutes(25.0) == pytest.approx(25.0 * row.budget_scale)
     fixed = 0.5 + (1 + compare_rows.NUM_INSTANCES) * 2.5 + 1.0

@@ -228,6 +228,23 @@ def test_mirror_defaults(name, mirror):
     assert CONFIG_MODULES[name].get_config("runlocal").data.mirror is mirror
 
 
+@pytest.mark.parametrize(
+    "name, runlocal_coverage",
+    [
+        ("ilsgan", 0.3),  # calibrated at runlocal (design.md)
+        ("perturbgan", 0.3),
+        ("stylegan2", None),  # no mask
+        ("labels4free", None),  # the alpha network starts as the reference's
+        ("independence_prior", None),  # off by default
+    ],
+)
+def test_initial_mask_coverage_only_where_a_system_calibrates(name, runlocal_coverage):
+    assert CONFIG_MODULES[name].get_config().model.initial_mask_coverage is None
+    assert CONFIG_MODULES[name].get_config("runlocal").model.initial_mask_coverage == (
+        runlocal_coverage
+    )
+
+
 def test_fid_cadence_is_200_kimg_at_any_batch_size():
     from ilsgan_jax.train.loop import fid_every_steps
 

@@ -26,13 +26,13 @@ from PIL import Image
 
 from configs import labels4free as labels4free_config
 from configs import stylegan2 as stylegan2_config
-from ilsgan_jax.systems import labels4free
 from ilsgan_jax.models.alpha_network import (
     AlphaNetwork,
     Labels4FreeGenerator,
     bicubic_matrix,
     upsample_bicubic_2x,
 )
+from ilsgan_jax.systems import labels4free
 from ilsgan_jax.train import builders, loop
 from ilsgan_jax.train.restore import restore_train_state
 from ilsgan_jax.train.state import create_train_state
@@ -236,7 +236,9 @@ def test_gradients_reach_the_alpha_network_only(tiny_generator):
     # Directional derivative along a random direction against central differences.
     leaves, treedef = jax.tree.flatten(variables["params"])
     keys = jax.random.split(jax.random.key(8), len(leaves))
-    direction = treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    direction = treedef.unflatten(
+        [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+    )
 
     def along(step):
         moved = jax.tree.map(lambda p, d: p + step * d, variables["params"], direction)
@@ -247,7 +249,7 @@ def test_gradients_reach_the_alpha_network_only(tiny_generator):
     numeric = (float(along(eps)) - float(along(-eps))) / (2 * eps)
     analytic = sum(
         float(jnp.vdot(g, d))
-        for g, d in zip(jax.tree.leaves(grads["params"]), jax.tree.leaves(direction))
+        for g, d in zip(jax.tree.leaves(grads["params"]), jax.tree.leaves(direction), strict=True)
     )
     np.testing.assert_allclose(analytic, numeric, rtol=2e-2)
 
@@ -301,7 +303,7 @@ def test_frozen_generator_is_the_pretrained_one_and_never_changes(two_stage_run)
     for collection in (b_state.g_buffers, b_state.g_ema_buffers):
         got = collection["frozen"]["generator"]
         assert jax.tree.structure(got) == jax.tree.structure(expected)
-        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert sorted(b_state.g_params) == ["alpha"]
     assert set(b_state.g_buffers) == {"frozen"}
@@ -312,7 +314,9 @@ def test_alpha_network_trains_with_its_ema_and_optimiser(two_stage_run):
     state, initial = two_stage_run["b"].state, two_stage_run["initial"]
     moved = [
         float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-        for x, y in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(initial.g_params))
+        for x, y in zip(
+            jax.tree.leaves(state.g_params), jax.tree.leaves(initial.g_params), strict=True
+        )
     ]
     assert max(moved) > 1e-6
     # The G optimiser state holds exactly the alpha network's leaves (Adam mu and nu).
@@ -325,14 +329,18 @@ def test_alpha_network_trains_with_its_ema_and_optimiser(two_stage_run):
     np.testing.assert_allclose(two_stage_run["b"].last_metrics["ema/beta"], beta, rtol=1e-6)
     lr = 2e-4 * 4 / 5  # --lr with the g_reg_every = 4 rescaling
     ema_moved = 0.0
-    for ema, start in zip(jax.tree.leaves(state.g_ema_params), jax.tree.leaves(initial.g_params)):
+    for ema, start in zip(
+        jax.tree.leaves(state.g_ema_params), jax.tree.leaves(initial.g_params), strict=True
+    ):
         distance = np.abs(np.asarray(ema, np.float64) - np.asarray(start, np.float64))
         assert distance.max() <= (1 - beta**3) * 4.2 * lr + 1e-9
         ema_moved = max(ema_moved, distance.max())
     assert ema_moved > 0
     d_moved = [
         float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-        for x, y in zip(jax.tree.leaves(state.d_params), jax.tree.leaves(initial.d_params))
+        for x, y in zip(
+            jax.tree.leaves(state.d_params), jax.tree.leaves(initial.d_params), strict=True
+        )
     ]
     assert max(d_moved) > 1e-6
 

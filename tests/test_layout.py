@@ -95,7 +95,7 @@ def test_affine_matrices_match_the_documented_formula():
     params = np.random.default_rng(5).normal(size=(6, 4))
     theta = np.asarray(layout.affine_matrices(jnp.asarray(params, jnp.float32), **BOUNDS))
     low, high = BOUNDS["scale_range"]
-    for p, matrix in zip(params, theta):
+    for p, matrix in zip(params, theta, strict=True):
         angle = BOUNDS["max_rotation"] * np.tanh(p[0])
         a, b = (np.log(high) + np.log(low)) / 2, (np.log(high) - np.log(low)) / 2
         scale = np.exp(a + b * np.tanh(p[1] + np.arctanh(-a / b)))

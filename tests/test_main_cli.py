@@ -98,7 +98,14 @@ def sigterm_run(tmp_path_factory):
     log_path = os.path.join(workdir, "..", "cli_train.log")
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ilsgan_jax.main", "--mode=train", f"--workdir={workdir}", *flags],
+            [
+                sys.executable,
+                "-m",
+                "ilsgan_jax.main",
+                "--mode=train",
+                f"--workdir={workdir}",
+                *flags,
+            ],
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -124,7 +131,8 @@ def sigterm_run(tmp_path_factory):
     return dict(workdir=workdir, returncode=returncode, output=output)
 
 
-@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
+# A CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process.
+@pytest.mark.slow
 def test_sigterm_exits_cleanly_after_a_final_checkpoint(sigterm_run):
     output = sigterm_run["output"]
     assert sigterm_run["returncode"] == 0, output[-3000:]
@@ -140,7 +148,8 @@ def test_sigterm_exits_cleanly_after_a_final_checkpoint(sigterm_run):
     assert leftovers == []
 
 
-@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
+# A CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process.
+@pytest.mark.slow
 def test_train_writes_tensorboard_events(sigterm_run):
     import tensorflow as tf
 
@@ -165,7 +174,8 @@ def test_train_writes_tensorboard_events(sigterm_run):
     assert ("samples", 2) in images
 
 
-@pytest.mark.slow  # a CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process
+# A CLI subprocess compiles its own train step (~3 min); the loop tests cover it in-process.
+@pytest.mark.slow
 def test_train_writes_sample_png_grids(sigterm_run):
     samples = os.path.join(sigterm_run["workdir"], "samples")
     latest = Image.open(os.path.join(samples, "latest.png"))

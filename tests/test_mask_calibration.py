@@ -67,7 +67,7 @@ def calibrated():
 def test_target_on_the_calibration_latents_for_every_seed(calibrated):
     z, noise_key = calibration_inputs(CALIBRATION_KEY, (NUM_SAMPLES, Z_DIM))
     before, after = [], []
-    for seed, (variables, new_variables, info) in calibrated.items():
+    for variables, new_variables, info in calibrated.values():
         before.append(float(per_sample_coverage(variables, z, noise_key).mean()))
         after.append(float(per_sample_coverage(new_variables, z, noise_key).mean()))
         assert float(info["initial_coverage"]) == pytest.approx(before[-1], abs=1e-5)

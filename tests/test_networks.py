@@ -101,7 +101,9 @@ def test_ilsgan_paper_parameter_counts():
         ("discriminator", Discriminator(64, 3), (jnp.zeros((1, 64, 64, 3)),)),
     ]:
         shapes = jax.eval_shape(
-            lambda m=module, a=args: m.init({"params": jax.random.key(0), "noise": jax.random.key(0)}, *a)
+            lambda m=module, a=args: m.init(
+                {"params": jax.random.key(0), "noise": jax.random.key(0)}, *a
+            )
         )
         counts[name] = count_params(shapes["params"])
     assert counts["mapping"] == expected_mapping_params(512, 512, 8)
@@ -155,8 +157,9 @@ def test_truncation_and_w_avg_tracking():
     )
     half = mapping.apply(variables, z, truncation_psi=0.5, truncation_cutoff=2)
     w_avg = np.asarray(updated["buffers"]["w_avg"])
-    np.testing.assert_allclose(np.asarray(half[:, :2]), w_avg + 0.5 * (np.asarray(ws[:, :2]) - w_avg),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(half[:, :2]), w_avg + 0.5 * (np.asarray(ws[:, :2]) - w_avg), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(np.asarray(half[:, 2:]), np.asarray(ws[:, 2:]), rtol=1e-6)
 
 

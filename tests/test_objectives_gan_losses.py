@@ -110,7 +110,7 @@ def test_wgan_gradient_penalty_linear_critic_is_analytic():
     for scale in (0.2, 3.0):
         a = direction * scale
         penalty = gan_losses.wgan_gradient_penalty(
-            jax.random.key(0), lambda x: jnp.sum(x * a, axis=(1, 2, 3)) + 0.5, real, fake)
+            jax.random.key(0), lambda x, a=a: jnp.sum(x * a, axis=(1, 2, 3)) + 0.5, real, fake)
         expected = (np.linalg.norm(a.astype(np.float64)) - 1.0) ** 2
         np.testing.assert_allclose(np.asarray(penalty), np.full(SHAPE[0], expected), rtol=1e-5)
 

@@ -46,7 +46,7 @@ def test_fixed_ils_matches_numpy(distribution, neg_weight):
     permutations = np.asarray(ils.ils_permutations(key, N))
     assert sorted(permutations[0]) == list(range(N)) and not np.array_equal(*permutations)
     expected = [numpy_fixed_bound(x, y, p, distribution, neg_weight)
-                for (x, y), p in zip(numpy_pairs(fg, bg, mask), permutations)]
+                for (x, y), p in zip(numpy_pairs(fg, bg, mask), permutations, strict=True)]
     np.testing.assert_allclose(np.asarray(result.pair_bounds), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(result.loss), 0.2 * sum(expected), rtol=1e-5, atol=1e-6)
 
@@ -79,7 +79,7 @@ def test_fixed_ils_gradient_equals_numpy_finite_difference_for_in_range_pixel():
     def numpy_loss(fg_, mask_):
         pairs = numpy_pairs(fg_, bg, mask_)
         return sum(numpy_fixed_bound(x, y, p, "laplace", 1.0)
-                   for (x, y), p in zip(pairs, permutations))
+                   for (x, y), p in zip(pairs, permutations, strict=True))
 
     grad_fg, grad_mask = jax.grad(lambda f, m: ils.ils_term(key, f, bg, m, sigma=1.0).loss,
                                   argnums=(0, 1))(fg, mask)
@@ -127,13 +127,13 @@ def test_neural_bound_and_nll_match_numpy(distribution, resolution):
     permutations = np.asarray(ils.ils_permutations(key, N))
     expected_bounds, expected_nll = [], 0.0
     for (x, _), (mu, log_scale), permutation in zip(numpy_pairs(fg, bg, mask), predictions,
-                                                    permutations):
+                                                    permutations, strict=True):
         x = numpy_nearest(x, resolution)
         mu, log_scale = mu.astype(np.float64), log_scale.astype(np.float64)
         if distribution == "neural_laplace":
-            error = lambda v: np.abs(v - mu) / np.exp(log_scale)  # noqa: E731
+            error = lambda v, mu=mu, s=log_scale: np.abs(v - mu) / np.exp(s)  # noqa: E731
         else:
-            error = lambda v: (mu - v) ** 2 / np.exp(log_scale)  # noqa: E731
+            error = lambda v, mu=mu, s=log_scale: (mu - v) ** 2 / np.exp(s)  # noqa: E731
         positive = -error(x).reshape(N, -1).sum(axis=1)
         negative = -error(x[permutation]).reshape(N, -1).sum(axis=1)
         expected_bounds.append((positive - negative).mean() / 2)

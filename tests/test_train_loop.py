@@ -150,7 +150,8 @@ def test_reference_run_counts_checkpoints_and_metrics(reference_run, config):
     assert checkpoint_steps(workdir) == [2, 4, 6]
     _, extra = restore_step(workdir, 4, result.state)
     assert extra == {"images_seen": 4 * config.train.batch_size, "data_step": 4}
-    assert np.isfinite(result.last_metrics["d/loss"]) and np.isfinite(result.last_metrics["g/total"])
+    assert np.isfinite(result.last_metrics["d/loss"])
+    assert np.isfinite(result.last_metrics["g/total"])
     assert result.last_metrics["kimg"] == pytest.approx(TOTAL_STEPS * 8 / 1000)
     # Sample grids at steps 3 and 6; latest.png is the step-6 grid.
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(workdir, "samples", "*")))

@@ -12,8 +12,8 @@ import pytest
 import train_fixtures as fx
 
 from configs import ilsgan as ilsgan_config
-from ilsgan_jax.train import builders
 from ilsgan_jax.systems.layered_terms import mask_metrics
+from ilsgan_jax.train import builders
 from ilsgan_jax.train.phases import sanitize_gradients
 
 BATCH = fx.BATCH
@@ -68,9 +68,11 @@ def neural_mixing_step():
 def assert_trees_close(actual, expected, *, rtol, atol, what):
     actual_leaves, expected_leaves = fx.leaves_with_paths(actual), fx.leaves_with_paths(expected)
     assert [path for path, _ in actual_leaves] == [path for path, _ in expected_leaves]
-    for (path, a), (_, e) in zip(actual_leaves, expected_leaves):
+    for (path, a), (_, e) in zip(actual_leaves, expected_leaves, strict=True):
         assert a.shape == e.shape and a.dtype == e.dtype, f"{what}{path}"
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=f"{what}{path}")
+        np.testing.assert_allclose(
+            a, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=f"{what}{path}"
+        )
 
 
 def all_finite(tree) -> bool:
@@ -97,7 +99,8 @@ def test_step_on_8_devices_equals_step_on_1_device(ada_step, mesh1, mesh8, reals
     for name in ("g_params", "d_params"):
         before = fx.leaves_with_paths(getattr(state, name))
         after = fx.leaves_with_paths(getattr(state1, name))
-        assert max(np.max(np.abs(a - b)) for (_, a), (_, b) in zip(after, before)) > 1e-3
+        changes = [np.max(np.abs(a - b)) for (_, a), (_, b) in zip(after, before, strict=True)]
+        assert max(changes) > 1e-3
     # Adam's first step moves a parameter by +-lr * g / (|g| + eps): the update is a sign, so
     # float noise cannot flip it unless |g| is at rounding level; 1e-4 absolute covers the rest.
     assert_trees_close(state8, state1, rtol=1e-4, atol=1e-4, what="state")
@@ -135,7 +138,7 @@ def test_ema_update_matches_the_ramped_half_life(r1_step, mesh1, reals, cur_nimg
     for (path, ema), (_, g_new), (_, g_old_ema) in zip(
         fx.leaves_with_paths(new_state.g_ema_params),
         fx.leaves_with_paths(new_state.g_params),
-        fx.leaves_with_paths(old_ema),
+        fx.leaves_with_paths(old_ema), strict=True,
     ):
         g64 = g_new.astype(np.float64)
         expected = g64 + expected_beta * (g_old_ema.astype(np.float64) - g64)
@@ -174,7 +177,7 @@ def test_ada_p_moves_every_4_steps_by_the_sign_of_real_logits(
     # Step 0 evaluates D(real) twice (D main and R1), steps 1 and 2 once; after step 3
     # ((step + 1) % 4 == 0) p moves by batch * 4 / 500k towards the sign and the sums reset.
     expected_counts = [2 * BATCH, 3 * BATCH, 4 * BATCH]
-    for (p, sign_sum, sign_count), count in zip(seen[:3], expected_counts):
+    for (p, sign_sum, sign_count), count in zip(seen[:3], expected_counts, strict=True):
         assert p == np.float32(p0)
         assert sign_count == count and sign_sum == direction * count
     p, sign_sum, sign_count = seen[3]
@@ -211,7 +214,8 @@ def test_r1_runs_only_every_16_steps(r1_step, mesh1, reals):
 
 
 def r1_reference_update(r1_step, d_params, d_opt_state, reals):
-    """D after the R1 phase computed independently: Adam on grad of mean(gamma/2 * 16 * |dD/dx|^2)."""
+    """D after the R1 phase computed independently: Adam on the gradient of
+    mean(gamma/2 * 16 * |dD/dx|^2)."""
     gamma = 0.0002 * fx.RESOLUTION**2 / BATCH
     discriminator = r1_step.networks.discriminator
 
@@ -249,7 +253,9 @@ def test_r1_phase_changes_d_by_the_r1_update(r1_step, no_r1_step, mesh1, reals):
     differences = [
         np.max(np.abs(a - b))
         for (_, a), (_, b) in zip(
-            fx.leaves_with_paths(with_r1.d_params), fx.leaves_with_paths(without_r1.d_params)
+            fx.leaves_with_paths(with_r1.d_params),
+            fx.leaves_with_paths(without_r1.d_params),
+            strict=True,
         )
     ]
     assert max(differences) > 1e-4
@@ -315,7 +321,7 @@ def test_learned_estimator_is_trained_and_style_mixing_step_is_finite(
         np.max(np.abs(a - b)) > 1e-5
         for (_, a), (_, b) in zip(
             fx.leaves_with_paths(state.estimator_params),
-            fx.leaves_with_paths(initial.estimator_params),
+            fx.leaves_with_paths(initial.estimator_params), strict=True,
         )
     ]
     # Conv biases in front of batch-statistics normalisation get no gradient; all else moves.

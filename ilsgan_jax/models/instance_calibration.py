@@ -25,7 +25,6 @@ from ilsgan_jax.models.mask_calibration import (
     bisect_increasing,
     calibration_inputs,
     coverage_bias,
-    probability_logit,
     replace_leaf,
 )
 

@@ -215,7 +215,7 @@ def ils_term(
     if estimator in FIXED_ESTIMATORS:
         bounds = [
             club_fixed_bound(x, y, permutation, distribution=estimator, neg_weight=neg_weight)
-            for x, y, permutation in zip(targets, conditions, permutations)
+            for x, y, permutation in zip(targets, conditions, permutations, strict=True)
         ]
     else:
         if estimator_fn is None:
@@ -225,7 +225,9 @@ def ils_term(
             raise ValueError(f"estimator_fn returned {len(predictions)} predictions, expected 2")
         bounds = [
             club_neural_bound(x, mu, log_scale, permutation, distribution=estimator)
-            for x, (mu, log_scale), permutation in zip(targets, predictions, permutations)
+            for x, (mu, log_scale), permutation in zip(
+                targets, predictions, permutations, strict=True
+            )
         ]
     pair_bounds = jnp.stack(bounds)
     return IlsResult(loss=sigma * jnp.sum(pair_bounds), pair_bounds=pair_bounds)
@@ -266,7 +268,7 @@ def estimator_nll(
     if len(predictions) != len(PAIR_NAMES):
         raise ValueError(f"estimator_fn returned {len(predictions)} predictions, expected 2")
     total = jnp.zeros((), jnp.float32)
-    for x, (mu, log_scale) in zip(targets, predictions):
+    for x, (mu, log_scale) in zip(targets, predictions, strict=True):
         _check_prediction(x, mu, log_scale)
         x = nearest_resize(x, mu.shape[1])
         log_likelihood = -log_scale - _scaled_error(x, mu, log_scale, estimator)

@@ -32,8 +32,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ilsgan_jax.objectives import ils, mask_losses
 from ilsgan_jax.nn.layers_k import composite_without
+from ilsgan_jax.objectives import ils, mask_losses
 
 
 def _check_masks(masks: jnp.ndarray) -> None:
