@@ -107,6 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # high; (1, 1) = no scaling) (our choice)
     config.model.layout.max_translation = 0.25  # bound of |tx|, |ty|, fraction of the image
     # width / height (our choice)
+    config.model.layout.frame_scale = 1.0  # side of a provider's frame at layout scale 1,
+    # fraction of the image's side, in (0, 1] (our choice to offer: a frame smaller than the
+    # image cannot hold a picture of the whole crop, or two objects far apart)
     config.model.layout.mask_border_taper = 0.0  # the providers' masks fade to zero over this
     # fraction of the frame at its border (0 = no fade) (our choice to offer: soft masks over
     # the whole frame show its warped edge as a line in the composite)

@@ -490,10 +490,12 @@ def test_config_builds_the_generator_it_describes():
     assert generator.background_resolution == config.model.background_resolution == 2
     # The paper's providers by default; the options reach the generator.
     assert generator.provider_style == "latent" and not generator.presence_gate
+    assert generator.frame_scale == 1.0
     config.model.provider_style, config.model.layout.presence_gate = "constant", True
+    config.model.layout.frame_scale = 0.5
     generator_with_options = instance_generator_from_config(config)
     assert generator_with_options.provider_style == "constant"
-    assert generator_with_options.presence_gate
+    assert generator_with_options.presence_gate and generator_with_options.frame_scale == 0.5
     # Its parameter tree: background, one shared provider + a [K, z_dim] embedding, layout MLP.
     z = jax.ShapeDtypeStruct((2, 4, config.model.z_dim), jnp.float32)
     shapes = jax.eval_shape(

@@ -91,9 +91,14 @@ def test_general_affine_matches_numpy_reference():
     np.testing.assert_allclose(warped, numpy_warp(images, theta.astype(np.float64)), atol=1e-5)
 
 
-def test_affine_matrices_match_the_documented_formula():
+@pytest.mark.parametrize("frame_scale", [1.0, 0.5])
+def test_affine_matrices_match_the_documented_formula(frame_scale):
     params = np.random.default_rng(5).normal(size=(6, 4))
-    theta = np.asarray(layout.affine_matrices(jnp.asarray(params, jnp.float32), **BOUNDS))
+    theta = np.asarray(
+        layout.affine_matrices(
+            jnp.asarray(params, jnp.float32), **BOUNDS, frame_scale=frame_scale
+        )
+    )
     low, high = BOUNDS["scale_range"]
     for p, matrix in zip(params, theta, strict=True):
         angle = BOUNDS["max_rotation"] * np.tanh(p[0])
@@ -102,10 +107,32 @@ def test_affine_matrices_match_the_documented_formula():
         shift = 2 * BOUNDS["max_translation"] * np.tanh(p[2:])
         forward = np.eye(3)
         rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        forward[:2, :2] = scale * rotation
+        forward[:2, :2] = frame_scale * scale * rotation
         forward[:2, 2] = shift
         np.testing.assert_allclose(matrix, np.linalg.inv(forward)[:2], atol=1e-5)
         assert low < scale < high and abs(angle) <= BOUNDS["max_rotation"]
+
+
+def test_half_frame_scale_puts_the_frame_in_the_central_half():
+    # Zero params, frame_scale 1/2: a 16 px all-ones frame lands on the central 8 x 8 pixels,
+    # full inside, zero outside, and moves by max_translation * 16 px at tanh(p) = 1.
+    frame = jnp.ones((1, 16, 16, 1))
+    centred = layout.affine_matrices(
+        jnp.zeros((1, 4)), max_rotation=0.0, scale_range=(1, 1), max_translation=0.25,
+        frame_scale=0.5,
+    )
+    warped = np.asarray(layout.warp(frame, centred))[0, ..., 0]
+    expected = np.zeros((16, 16), np.float32)
+    expected[4:12, 4:12] = 1.0
+    # Output pixel 4 samples source position 0.5 (between pixels 0 and 1, both inside) and
+    # output pixel 3 position -1.5 (both neighbours outside): the block's edge is exact.
+    np.testing.assert_allclose(warped, expected, atol=1e-6)
+    moved = layout.affine_matrices(
+        jnp.array([[0.0, 0.0, 50.0, 0.0]]), max_rotation=0.0, scale_range=(1, 1),
+        max_translation=0.25, frame_scale=0.5,
+    )
+    shifted = np.asarray(layout.warp(frame, moved))[0, ..., 0]
+    np.testing.assert_allclose(shifted, np.roll(warped, 4, axis=1), atol=1e-5)
 
 
 def test_bounds_hold_for_extreme_params():
@@ -173,6 +200,8 @@ def test_layout_network_starts_at_identity_and_is_trainable():
         (dict(max_rotation=0, scale_range=(1.1, 2.0), max_translation=0), "scale_range"),
         (dict(max_rotation=0, scale_range=(0.5, 1.0), max_translation=0), "scale_range"),
         (dict(max_rotation=0, scale_range=(1, 1), max_translation=-1), "max_translation"),
+        (dict(BOUNDS, frame_scale=0.0), "frame_scale"),
+        (dict(BOUNDS, frame_scale=1.5), "frame_scale"),
     ],
 )
 def test_bad_bounds_raise(bounds, field):

@@ -75,6 +75,8 @@ class InstanceLayeredGenerator(nn.Module):
     max_rotation: float = 0.0  # layout rotation bound, radians (0 = no rotation)
     scale_range: Sequence[float] = (1.0, 1.0)  # layout scale bounds (low <= 1 <= high)
     max_translation: float = 0.0  # layout translation bound, fraction of the image size
+    frame_scale: float = 1.0  # the providers' frames' side at layout scale 1, fraction of the
+    # image's (`layout.affine_matrices`)
     layout_hidden: int = 64  # width of the layout MLP's hidden layers
     layout_layers: int = 2  # hidden layers of the layout MLP
     mask_border_taper: float = 0.0  # width of the providers' mask fade-out at the frame
@@ -278,6 +280,7 @@ class InstanceLayeredGenerator(nn.Module):
             max_rotation=self.max_rotation,
             scale_range=tuple(self.scale_range),
             max_translation=self.max_translation,
+            frame_scale=self.frame_scale,
         )
         if self.presence_gate:
             presence = jax.nn.sigmoid(outputs[..., -1] + PRESENCE_LOGIT_OFFSET)
@@ -337,6 +340,7 @@ def instance_generator_from_config(config) -> InstanceLayeredGenerator:
         max_rotation=layout_config.max_rotation,
         scale_range=tuple(layout_config.scale_range),
         max_translation=layout_config.max_translation,
+        frame_scale=layout_config.frame_scale,
         layout_hidden=layout_config.hidden_features,
         layout_layers=layout_config.num_hidden_layers,
         mask_border_taper=layout_config.mask_border_taper,

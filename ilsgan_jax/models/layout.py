@@ -17,8 +17,11 @@ through tanh to bounded values:
                                                    c = atanh(-a / b) so that p1 = 0 gives scale 1
   tx, ty = max_translation * tanh(p2), * tanh(p3)  content displacement as a fraction of the
                                                    image width / height (+ = right / down)
-The content moves by `M(u) = scale * R(angle) u + 2 (tx, ty)` in normalised coordinates, so
-`theta = M^-1 = [R(-angle) / scale, -R(-angle) 2 (tx, ty) / scale]`. Zero parameters give the
+The content moves by `M(u) = frame_scale * scale * R(angle) u + 2 (tx, ty)` in normalised
+coordinates, so `theta = M^-1 = [R(-angle) / s, -R(-angle) 2 (tx, ty) / s]` with
+`s = frame_scale * scale`. `frame_scale` (fixed, in (0, 1], default 1) shrinks a provider's whole
+frame to that fraction of the image's side before the learned scale: a frame smaller than the
+image cannot hold a picture of the whole crop. Zero parameters with frame_scale 1 give the
 identity exactly. Rotation in normalised coordinates is a true rotation for square images (all
 images in this project); for non-square images it is a rotation of the stretched square.
 """
@@ -31,7 +34,11 @@ import jax.numpy as jnp
 NUM_LAYOUT_PARAMS = 4  # rotation, log-scale, tx, ty
 
 
-def _check_bounds(max_rotation: float, scale_range, max_translation: float) -> tuple[float, float]:
+def _check_bounds(
+    max_rotation: float, scale_range, max_translation: float, frame_scale: float = 1.0
+) -> tuple[float, float]:
+    if not 0.0 < frame_scale <= 1.0:
+        raise ValueError(f"model.layout.frame_scale must be in (0, 1], got {frame_scale}")
     if max_rotation < 0:
         raise ValueError(f"max_rotation must be >= 0 radians, got {max_rotation}")
     if max_translation < 0:
@@ -72,6 +79,7 @@ def affine_matrices(
     max_rotation: float,
     scale_range: tuple[float, float],
     max_translation: float,
+    frame_scale: float = 1.0,
 ) -> jnp.ndarray:
     """Bounded layout parameters -> sampling matrices `theta` (output -> source).
 
@@ -80,16 +88,18 @@ def affine_matrices(
       max_rotation: bound of the rotation angle, radians.
       scale_range: (low, high) bounds of the content scale, low <= 1 <= high.
       max_translation: bound of |tx|, |ty|, fraction of the image width / height.
+      frame_scale: fixed factor in (0, 1] on the content scale: the frame's side as a fraction
+        of the image's at learned scale 1.
 
     Returns:
       [..., 2, 3] float32 matrices in normalised coordinates (module docstring); zero params
-      give exactly [[1, 0, 0], [0, 1, 0]].
+      with frame_scale 1 give exactly [[1, 0, 0], [0, 1, 0]].
     """
-    _check_bounds(max_rotation, scale_range, max_translation)
+    _check_bounds(max_rotation, scale_range, max_translation, frame_scale)
     if params.shape[-1] != NUM_LAYOUT_PARAMS:
         raise ValueError(f"params must be [..., {NUM_LAYOUT_PARAMS}], got shape {params.shape}")
     angle = max_rotation * jnp.tanh(params[..., 0])
-    scale = bounded_scale(params[..., 1], scale_range)
+    scale = frame_scale * bounded_scale(params[..., 1], scale_range)
     shift_x = 2.0 * max_translation * jnp.tanh(params[..., 2])  # normalised units
     shift_y = 2.0 * max_translation * jnp.tanh(params[..., 3])
     cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
