@@ -127,7 +127,9 @@ ROWS: dict[str, Row] = {
         ),
         Row(
             "independence_prior",
-            f"Independence-prior GAN, one image ({BUILTIN_IMAGE}), K = {NUM_INSTANCES}",
+            # The picture is not named here: `--set=data.builtin_image=...` may change it, and the
+            # test set's name in the results says which one was used.
+            f"Independence-prior GAN on crops of one built-in picture, K = {NUM_INSTANCES}",
             _single(
                 "gan",
                 independence_prior.get_config,
