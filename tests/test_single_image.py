@@ -166,6 +166,21 @@ def test_builtin_pictures_have_k_disjoint_objects(name):
     )
 
 
+def test_sparse_picture_has_the_flat_pictures_objects_at_half_the_area():
+    flat = builtin_images.render_builtin_image("multi_object_k3_x4_flat")
+    sparse = builtin_images.render_builtin_image("multi_object_k3_x4_flat_sparse")
+    for k in range(3):
+        flat_mask, sparse_mask = flat["masks"][..., k] >= 128, sparse["masks"][..., k] >= 128
+        assert sparse_mask.sum() == pytest.approx(0.5 * flat_mask.sum(), rel=0.02)
+        # the same object colour: the median over the object's pixels, within 2 of 255
+        np.testing.assert_allclose(
+            np.median(sparse["image"][sparse_mask], axis=0),
+            np.median(flat["image"][flat_mask], axis=0),
+            atol=2,
+        )
+    assert not np.array_equal(flat["masks"] >= 128, sparse["masks"] >= 128)
+
+
 def builtin_config(**overrides):
     return data_config(None, **dict(dict(builtin_image="multi_object_k3"), **overrides))
 

@@ -13,6 +13,10 @@ independence prior's assumption that instances are placed independently roughly 
 Its masks are per object (the union of the object's copies). 'multi_object_k3_x4_flat' is the
 same picture (the same shapes, places, colours and shading) with flat objects: no stripes or
 noise pattern, whose 2-4 px detail at a 32 px crop is hard for small generators to draw.
+'multi_object_k3_x4_flat_sparse' is a flat picture of the same kind with half the objects'
+summed area (0.15 of the image instead of 0.3; the same colours, but smaller shapes at other
+places): the objects lie further apart for their size, so a crop can show whole objects and a
+frame that holds one of them cannot hold two.
 """
 
 import dataclasses
@@ -56,6 +60,17 @@ BUILTIN_IMAGES = {
         texture_pattern_scale=pattern_scale,
     )
     for suffix, pattern_scale in (("", 1.0), ("_flat", 0.0))
+} | {
+    "multi_object_k3_x4_flat_sparse": BuiltinImage(
+        num_objects=3,
+        side=256,
+        seed=0,
+        background_noise=0.25,
+        total_area=0.15,
+        copies=4,
+        copy_distance=0.4,
+        texture_pattern_scale=0.0,
+    )
 }
 
 
