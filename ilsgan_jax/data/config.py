@@ -65,8 +65,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     # 'single_image' only: a built-in picture instead of data.image_path, a rendered scene with
     # known per-object masks: 'multi_object_k2' / 'multi_object_k3' / 'multi_object_k4' (128 px,
     # K objects over one background), 'multi_object_k3_x4' (256 px, 3 objects, each at 4
-    # places) or 'multi_object_k3_x4_flat' (the same, objects without texture);
-    # builtin_images.py. None = read data.image_path.
+    # places), 'multi_object_k3_x4_flat' (the same, objects without texture) or
+    # 'multi_object_k3_x4_flat_sparse' (flat objects at half the area); builtin_images.py. None = read data.image_path.
     config.builtin_image = config_dict.placeholder(str)
     # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
     # few names); False raises a ValueError naming the first bad file.
