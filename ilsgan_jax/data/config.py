@@ -66,7 +66,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     # known per-object masks: 'multi_object_k2' / 'multi_object_k3' / 'multi_object_k4' (128 px,
     # K objects over one background), 'multi_object_k3_x4' (256 px, 3 objects, each at 4
     # places), 'multi_object_k3_x4_flat' (the same, objects without texture) or
-    # 'multi_object_k3_x4_flat_sparse' (flat objects at half the area); builtin_images.py. None = read data.image_path.
+    # 'multi_object_k3_x4_flat_sparse' (flat objects at half the area); builtin_images.py.
+    # None = read data.image_path.
     config.builtin_image = config_dict.placeholder(str)
     # 'folder' and DRC folders: True skips unreadable/corrupt images (logged count and the first
     # few names); False raises a ValueError naming the first bad file.
