@@ -15,8 +15,9 @@ same picture (the same shapes, places, colours and shading) with flat objects: n
 noise pattern, whose 2-4 px detail at a 32 px crop is hard for small generators to draw.
 'multi_object_k3_x4_flat_sparse' is a flat picture of the same kind with half the objects'
 summed area (0.15 of the image instead of 0.3; the same colours, but smaller shapes at other
-places): the objects lie further apart for their size, so a crop can show whole objects and a
-frame that holds one of them cannot hold two.
+places): the objects lie further apart for their size, so a crop shows more of them whole
+and a provider's frame (`model.layout.frame_scale`) can be made to fit one object with less
+room for a neighbour.
 """
 
 import dataclasses
