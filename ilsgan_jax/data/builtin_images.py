@@ -55,22 +55,15 @@ BUILTIN_IMAGES = {
         side=256,
         seed=0,
         background_noise=0.25,
-        total_area=0.3,
+        total_area=total_area,
         copies=4,
         copy_distance=0.4,
         texture_pattern_scale=pattern_scale,
     )
-    for suffix, pattern_scale in (("", 1.0), ("_flat", 0.0))
-} | {
-    "multi_object_k3_x4_flat_sparse": BuiltinImage(
-        num_objects=3,
-        side=256,
-        seed=0,
-        background_noise=0.25,
-        total_area=0.15,
-        copies=4,
-        copy_distance=0.4,
-        texture_pattern_scale=0.0,
+    for suffix, pattern_scale, total_area in (
+        ("", 1.0, 0.3),
+        ("_flat", 0.0, 0.3),
+        ("_flat_sparse", 0.0, 0.15),
     )
 }
 
