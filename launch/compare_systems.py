@@ -12,10 +12,10 @@ on the same test set; PerturbGAN and Labels4Free are also scored by their own ro
       --set=loss.area_weight=0.2   # a changed setting, in a workdir of its own
 
 Expected runtime: at most `--budget_minutes` (25) per row and seed on a 2-core CPU (rows stop
-early at their kimg); two rows stop at a fixed length instead and may take longer: the
-Independence-prior row 1.4 times the budget (100 kimg, ~22 minutes at 100 images/s), the
-WGAN-GP row 1.5 times (60 kimg, ~34 minutes at 36 images/s). The default table (6 rows, seed
-0) takes ~2.5 hours (the budgets cap it at 2 h 53).
+early at their kimg); two rows are given room to reach a fixed length and may take longer:
+the Independence-prior row 1.4 times the budget (100 kimg, ~22 minutes at 100 images/s), the
+WGAN-GP row 1.5 times (60 kimg, ~34 minutes at 36 images/s; on a slower machine its budget
+stops it). The default table (6 rows, seed 0) takes ~2.5 hours (the budgets cap it at 2 h 53).
 `--smoke` takes ~2 CPU-minutes with a warm compilation cache, ~4 from a cold one (compiling
 dominates).
 
