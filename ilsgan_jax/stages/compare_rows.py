@@ -121,8 +121,8 @@ ROWS: dict[str, Row] = {
                 (("train.total_kimg", WGAN_GP_KIMG),),
             ),
             "unet+encoder",
-            # The gradient penalty's double backward pass makes a step ~2.4x the NS + R1 one,
-            # and the masks separate later in kimg (U-Net IoU 0.40 at 38 kimg, 0.58 at 56), so
+            # The gradient penalty's double backward pass halves the images/s of the NS + R1
+            # row, and the masks separate later in kimg (U-Net IoU 0.40 at 38 kimg, 0.58 at 56), so
             # the row gets the room to train to 60 kimg at 36 images/s (~28 GAN minutes, ~34
             # with export, U-Net and encoder); on a slower machine its budget stops it earlier.
             budget_scale=1.5,
