@@ -30,7 +30,6 @@ ROUTES = ("unet", "unet+encoder", "unet+alpha_threshold", "unet_on_crops")
 BUILTIN_IMAGE = "multi_object_k3_x4"  # the Independence-prior row's picture: 3 objects,
 # each stamped at 4 places, so crops show them at changing relative places
 NUM_INSTANCES = 3  # K of the Independence-prior row, the objects in BUILTIN_IMAGE
-WGAN_GP_KIMG = 60.0  # the WGAN-GP row's length (see the row)
 # The Independence-prior row's setting on that picture (docs/experiments.md, section 8): crops
 # small enough that two copies of one object rarely share a crop, the area floor read on the
 # laid-out masks (so the layout cannot hide a provider), the area ramped over half the run,
@@ -114,17 +113,18 @@ ROWS: dict[str, Row] = {
         Row(
             "perturbgan_wgan_gp",
             "PerturbGAN, original loss (WGAN-GP)",
+            # The gradient penalty's double backward pass halves the images/s of the NS + R1
+            # row, and the masks separate later in kimg (U-Net IoU 0.40 at 38 kimg, 0.58 at
+            # 56), so the row stops at 60 kimg and gets the room to get there at 36 images/s
+            # (~28 GAN minutes, ~34 with export, U-Net and encoder); on a slower machine its
+            # budget stops it earlier.
             _single(
                 "gan",
                 perturbgan.get_config,
                 "dataset=synthetic,loss=wgan_gp",
-                (("train.total_kimg", WGAN_GP_KIMG),),
+                (("train.total_kimg", 60.0),),
             ),
             "unet+encoder",
-            # The gradient penalty's double backward pass halves the images/s of the NS + R1
-            # row, and the masks separate later in kimg (U-Net IoU 0.40 at 38 kimg, 0.58 at 56), so
-            # the row gets the room to train to 60 kimg at 36 images/s (~28 GAN minutes, ~34
-            # with export, U-Net and encoder); on a slower machine its budget stops it earlier.
             budget_scale=1.5,
         ),
         Row(
